@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: .venv with the project (torch==2.13.0 on CPU hosts) and redis-server.
+# Safe to run twice: each step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ]; then
+  echo "==> installing the project into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1; then
+      "$VENV/bin/pip" install -q torch
+    else
+      "$VENV/bin/pip" install -q torch==2.13.0   # the CPU build; never let a dependency pull CUDA
+    fi
+  fi
+  "$VENV/bin/pip" install -q -e ".[generator,dev]"
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing redis-server from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)" >&2
+    exit 1
+  fi
+fi

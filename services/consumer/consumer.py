@@ -1,0 +1,389 @@
+"""The reliable consumer: a Redis Streams consumer group with leases, reclaim, retries,
+dead-lettering, safe trimming and graceful shutdown. Every service consumes through it.
+
+Split into loops that each do one thing: read (XREADGROUP), handle (one task per entry, retries),
+ack (batched XACK), lease (XCLAIM JUSTID every lease/3), reclaim (XAUTOCLAIM of entries idle past
+the lease) and trim.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services import metrics
+from services.consumer.deadletter import dead_letter
+from services.consumer.entry import Entry
+from services.consumer.errors import LeavePending, Permanent
+from services.consumer.history import load_history, record_error
+from services.consumer.policy import ConsumerSettings, backoff_delay
+from services.consumer.trim import trim_stream
+from services.contracts import ErrorRecord, now
+from services.keys import Keys
+
+log = structlog.get_logger("wan22.consumer")
+
+Handler = Callable[[Entry], Awaitable[None]]
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks so a service can publish lifecycle events around retries."""
+
+    on_retry: Callable[[Entry, ErrorRecord, float], Awaitable[None]] | None = None
+    on_dead: Callable[[Entry, list[ErrorRecord], str], Awaitable[None]] | None = None
+    max_attempts: Callable[[Entry], int] | None = None
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    """Create the group (and the stream) if missing; reads start at the stream's beginning so
+    entries written before the first consumer started are not skipped."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        stream: str,
+        group: str,
+        name: str,
+        handler: Handler,
+        settings: ConsumerSettings | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.redis, self.keys, self.stream, self.group, self.name = redis, keys, stream, group, name
+        self.handler = handler
+        self.settings = settings or ConsumerSettings()
+        self.hooks = hooks or Hooks()
+        self._inflight: dict[str, anyio.CancelScope] = {}
+        self._free = self.settings.concurrency
+        self._slot_freed = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._acks: list[str] = []
+        self._stale_history: list[str] = []  # attempt-history keys of acked entries
+        self._ack_ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._handlers: anyio.abc.TaskGroup | None = None
+        labels = (stream, group)
+        self._m_acked = metrics.CONSUMER_ACKED.labels(*labels)
+        self._m_retries = metrics.CONSUMER_RETRIES.labels(*labels)
+        self._m_reclaimed = metrics.CONSUMER_RECLAIMED.labels(*labels)
+        self._m_seconds = metrics.CONSUMER_HANDLER_SECONDS.labels(*labels)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight handlers get `grace_s` to finish (safe from any task)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await ensure_group(self.redis, self.stream, self.group)
+        log.info("consumer.start", stream=self.stream, group=self.group, consumer=self.name)
+        async with anyio.create_task_group() as loops:
+            loops.start_soon(self._ack_loop)
+            loops.start_soon(self._lease_loop)
+            loops.start_soon(self._reclaim_loop)
+            loops.start_soon(self._trim_loop)
+            async with anyio.create_task_group() as handlers:
+                self._handlers = handlers
+                task_status.started()
+                with anyio.CancelScope() as read_scope:
+                    loops.start_soon(self._cancel_on_stop, read_scope)
+                    await self._read_loop()
+                await self._drain(handlers)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._flush_acks()
+                await self._hand_back()
+            loops.cancel_scope.cancel()
+        log.info("consumer.stopped", stream=self.stream, consumer=self.name)
+
+    async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
+        await self._stop.wait()
+        scope.cancel()
+
+    async def _drain(self, handlers: anyio.abc.TaskGroup) -> None:
+        with anyio.move_on_after(self.settings.grace_s):
+            await self._idle.wait()
+        if self._inflight:
+            log.warning("consumer.grace_expired", unfinished=len(self._inflight))
+        handlers.cancel_scope.cancel()
+
+    async def _hand_back(self) -> None:
+        """Make everything still pending under this consumer claimable at once (idle = lease)
+        instead of waiting out the lease; it stays pending, never acked."""
+        try:
+            rows = await self.redis.xpending_range(
+                self.stream, self.group, min="-", max="+", count=10_000, consumername=self.name
+            )
+            ids = [row["message_id"] for row in rows]
+            if ids:
+                await self.redis.xclaim(
+                    self.stream, self.group, self.name, 0, ids, idle=self.settings.lease_ms + 1, justid=True
+                )
+                log.info("consumer.handed_back", count=len(ids))
+        except RedisError as exc:
+            log.warning("consumer.hand_back_failed", error=str(exc))
+
+    # ---- read ------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        failures = 0
+        while not self.stopping:
+            await self._wait_for_slot()
+            try:
+                response = await self.redis.xreadgroup(
+                    self.group,
+                    self.name,
+                    {self.stream: ">"},
+                    count=min(self.settings.batch, self._free),
+                    block=self.settings.block_ms,
+                )
+                failures = 0
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # stream or group deleted under us: recreate
+                    await ensure_group(self.redis, self.stream, self.group)
+                    continue
+                failures = await self._redis_trouble("read", exc, failures)
+                continue
+            except RedisError as exc:
+                failures = await self._redis_trouble("read", exc, failures)
+                continue
+            for _, rows in response or ():
+                for entry_id, fields in rows:
+                    self._spawn(Entry(self.stream, entry_id, fields))
+
+    async def _wait_for_slot(self) -> None:
+        while self._free <= 0:
+            self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+
+    async def _redis_trouble(self, where: str, exc: Exception, failures: int) -> int:
+        failures += 1
+        delay = backoff_delay(failures, 0.1, 5.0)
+        log.warning("consumer.redis_error", where=where, error=str(exc), retry_in=round(delay, 2))
+        await anyio.sleep(delay)
+        return failures
+
+    # ---- handle ----------------------------------------------------------------------------
+
+    def _spawn(self, entry: Entry) -> None:
+        if entry.id in self._inflight:
+            return
+        assert self._handlers is not None
+        self._free -= 1
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._inflight[entry.id] = anyio.CancelScope()
+        self._handlers.start_soon(self._process, entry)
+
+    async def _process(self, entry: Entry) -> None:
+        scope = self._inflight[entry.id]
+        started = time.perf_counter()
+        try:
+            with scope, structlog.contextvars.bound_contextvars(entry_id=entry.id, task_id=entry.task_id):
+                await self._attempts(entry)
+        except Exception as exc:
+            # Bookkeeping or a hook failed (Redis down): leave it pending; a reclaim retries it.
+            log.warning("consumer.left_pending", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._m_seconds.observe(time.perf_counter() - started)
+            del self._inflight[entry.id]
+            self._free += 1
+            self._slot_freed.set()
+            if not self._inflight:
+                self._idle.set()
+
+    async def _attempts(self, entry: Entry) -> None:
+        limit = self.hooks.max_attempts(entry) if self.hooks.max_attempts else self.settings.max_attempts
+        if entry.attempt > limit:
+            await self._dead(entry, "exhausted")
+            return
+        while True:
+            try:
+                await self.handler(entry)
+            except LeavePending as exc:
+                log.info("consumer.left_pending", reason=str(exc))
+                return
+            except Permanent as exc:
+                await self._fail(entry, exc)
+                await self._dead(entry, exc.reason)
+                return
+            except Exception as exc:
+                record = await self._fail(entry, exc)
+                if entry.attempt > limit:
+                    await self._dead(entry, "exhausted")
+                    return
+                await self._retry_later(entry, record)
+            else:
+                self._ack(entry)
+                return
+
+    async def _fail(self, entry: Entry, exc: BaseException) -> ErrorRecord:
+        record = ErrorRecord(at=now(), error=f"{type(exc).__name__}: {exc}", attempt=entry.attempt)
+        entry.history.append(record)
+        await record_error(self.redis, self.keys.attempts(self.stream, entry.id), record, self.settings.history_ttl_s)
+        log.warning("consumer.handler_failed", attempt=record.attempt, error=record.error)
+        return record
+
+    async def _retry_later(self, entry: Entry, record: ErrorRecord) -> None:
+        self._m_retries.inc()
+        delay = backoff_delay(record.attempt, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        if self.hooks.on_retry:
+            await self.hooks.on_retry(entry, record, delay)
+        await anyio.sleep(delay)
+
+    async def _dead(self, entry: Entry, reason: str) -> None:
+        if self.hooks.on_dead:
+            await self.hooks.on_dead(entry, entry.history, reason)
+        dlq_id = await dead_letter(self.redis, self.keys, self.group, entry, entry.history, reason)  # type: ignore[arg-type]
+        metrics.CONSUMER_DEAD.labels(self.stream, self.group, reason).inc()
+        log.error("consumer.dead_lettered", reason=reason, dlq_id=dlq_id, attempts=len(entry.history))
+
+    # ---- ack -------------------------------------------------------------------------------
+
+    def _ack(self, entry: Entry) -> None:
+        self._acks.append(entry.id)
+        if entry.history:  # the error history is no longer needed
+            self._stale_history.append(self.keys.attempts(self.stream, entry.id))
+        self._ack_ready.set()
+
+    async def _ack_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready = anyio.Event()
+            try:
+                await self._flush_acks()
+                failures = 0
+            except RedisError as exc:
+                failures = await self._redis_trouble("ack", exc, failures)
+                self._ack_ready.set()
+
+    async def _flush_acks(self) -> None:
+        if not self._acks:
+            return
+        ids, self._acks = self._acks, []
+        stale, self._stale_history = self._stale_history, []
+        try:
+            if stale:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(self.stream, self.group, *ids)
+                    pipe.delete(*stale)
+                    await pipe.execute()
+            else:
+                await self.redis.xack(self.stream, self.group, *ids)
+        except BaseException:
+            self._acks[:0], self._stale_history[:0] = ids, stale  # keep them for the next flush
+            raise
+        self._m_acked.inc(len(ids))
+
+    # ---- lease and reclaim -----------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        interval = self.settings.lease_s / 3
+        while True:
+            await anyio.sleep(interval)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                kept = await self.redis.xclaim(self.stream, self.group, self.name, 0, ids, justid=True)
+            except RedisError as exc:
+                log.warning("consumer.lease_failed", error=str(exc))
+                continue
+            lost = set(ids) - set(kept)
+            if lost:
+                log.warning("consumer.lease_lost", entries=sorted(lost))
+
+    async def _reclaim_loop(self) -> None:
+        interval = max(0.05, self.settings.lease_s / 2)
+        sweeps = 0
+        while True:
+            await anyio.sleep(interval)
+            if self.stopping:
+                return
+            try:
+                await self._reclaim_once()
+                sweeps += 1
+                if sweeps % 20 == 0:
+                    await self._forget_idle_consumers()
+            except RedisError as exc:
+                log.warning("consumer.reclaim_failed", error=str(exc))
+
+    async def _reclaim_once(self) -> None:
+        cursor = "0-0"
+        while self._free > 0:
+            cursor, rows, _deleted = await self.redis.xautoclaim(
+                self.stream, self.group, self.name, self.settings.lease_ms, start_id=cursor, count=self._free
+            )
+            rows = [(i, f) for i, f in rows if i not in self._inflight and f is not None]
+            for entry in await self._reclaimed_entries(rows):
+                self._m_reclaimed.inc()
+                log.info("consumer.reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
+                self._spawn(entry)
+            if cursor == "0-0":
+                return
+
+    async def _reclaimed_entries(self, rows: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+        """Delivery counts (XPENDING) and error history of reclaimed entries; a delivery that left
+        no error behind was lost with its consumer and counts as a failed attempt."""
+        if not rows:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in rows:
+                pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+            pending = await pipe.execute()
+        entries = []
+        for (entry_id, fields), info in zip(rows, pending, strict=True):
+            deliveries = int(info[0]["times_delivered"]) if info else 1
+            entry = Entry(self.stream, entry_id, fields, deliveries)
+            entry.history = await load_history(self.redis, self.keys.attempts(self.stream, entry_id))
+            for _ in range(deliveries - 1 - len(entry.history)):
+                await self._record_lost(entry)
+            entries.append(entry)
+        return entries
+
+    async def _record_lost(self, entry: Entry) -> None:
+        record = ErrorRecord(
+            at=now(), error="consumer stopped before finishing (lease expired)", attempt=entry.attempt, kind="lost"
+        )
+        entry.history.append(record)
+        await record_error(self.redis, self.keys.attempts(self.stream, entry.id), record, self.settings.history_ttl_s)
+
+    async def _forget_idle_consumers(self) -> None:
+        """Remove consumers of dead processes once they hold nothing (keeps XINFO readable)."""
+        limit_ms = self.settings.idle_consumer_s * 1000
+        for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
+            if consumer["name"] != self.name and not consumer["pending"] and consumer["idle"] > limit_ms:
+                await self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
+
+    # ---- trim ------------------------------------------------------------------------------
+
+    async def _trim_loop(self) -> None:
+        if not math.isfinite(self.settings.trim_interval_s) or self.settings.trim_interval_s <= 0:
+            return
+        while True:
+            await anyio.sleep(self.settings.trim_interval_s)
+            try:
+                removed = await trim_stream(self.redis, self.stream, self.settings.retain_s)
+                if removed:
+                    log.debug("consumer.trimmed", removed=removed)
+            except RedisError as exc:
+                log.warning("consumer.trim_failed", error=str(exc))

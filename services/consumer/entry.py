@@ -1,0 +1,47 @@
+"""One stream entry as a handler sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import msgspec
+
+from services.consumer.errors import Undecodable
+from services.contracts import ErrorRecord
+
+T = TypeVar("T")
+
+META_PREFIX = "_"  # fields the consumer adds (replay history); message decoders ignore them
+
+
+@dataclass(slots=True)
+class Entry:
+    stream: str
+    id: str
+    fields: dict[str, str]
+    deliveries: int = 1
+    history: list[ErrorRecord] = field(default_factory=list)
+
+    @property
+    def attempt(self) -> int:
+        """1-based: every earlier failed or abandoned delivery counts."""
+        return 1 + sum(1 for record in self.history if record.kind != "handed_back")
+
+    @property
+    def task_id(self) -> str:
+        return self.fields.get("task_id", "")
+
+    @property
+    def message_fields(self) -> dict[str, str]:
+        return {k: v for k, v in self.fields.items() if not k.startswith(META_PREFIX)}
+
+    def decode(self, decoder: msgspec.json.Decoder[T]) -> T:
+        """The `payload` field through `decoder`; raises Undecodable naming what is wrong."""
+        payload = self.fields.get("payload")
+        if payload is None:
+            raise Undecodable("entry has no `payload` field")
+        try:
+            return decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Undecodable(f"payload: {exc}") from exc

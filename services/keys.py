@@ -1,0 +1,71 @@
+"""Every Redis key, stream and group name. Nothing else in the project spells a key."""
+
+from __future__ import annotations
+
+import msgspec
+
+PROGRESS_STREAM = "wan22-progress-stream"  # name kept from the first version, unprefixed
+
+INGEST_GROUP = "ingest"
+GENERATOR_GROUP = "generator"
+NOTIFIER_GROUP = "notifier"
+
+
+class Keys(msgspec.Struct, frozen=True):
+    """Key names under one prefix (`WAN22_PREFIX`, default `wan22`)."""
+
+    prefix: str = "wan22"
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}:requests"
+
+    def jobs(self, task: str) -> str:
+        return f"{self.prefix}:jobs:{task}"
+
+    @property
+    def jobs_pattern(self) -> str:
+        return f"{self.prefix}:jobs:*"
+
+    @property
+    def progress(self) -> str:
+        return PROGRESS_STREAM if self.prefix == "wan22" else f"{self.prefix}-progress-stream"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def cancel(self, task_id: str) -> str:
+        return f"{self.prefix}:cancel:{task_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def attempts(self, stream: str, entry_id: str) -> str:
+        """Error history of one entry across deliveries (survives a consumer crash)."""
+        return f"{self.prefix}:attempts:{stream}:{entry_id}"
+
+    @property
+    def webhooks(self) -> str:
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def webhook_schedule(self) -> str:
+        return f"{self.prefix}:webhooks:schedule"
+
+    def webhook_delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}:webhooks:delivery:{delivery_id}"
+
+    @property
+    def webhook_dlq(self) -> str:
+        return f"{self.prefix}:webhooks:dlq"
+
+    def all_streams(self, tasks: list[str]) -> list[str]:
+        return [self.requests, *(self.jobs(t) for t in tasks), self.events, self.progress, self.dlq, self.webhook_dlq]

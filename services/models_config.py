@@ -1,0 +1,87 @@
+"""The models configuration (`WAN22_MODELS`, TOML): which tasks this deployment serves, from
+which checkpoint, on how many ranks. Torch-free, so ingest can read it.
+
+    [tasks.t2v-A14B]
+    ckpt_dir = "/models/Wan2.2-T2V-A14B-Diffusers"
+    world_size = 8
+    fsdp = true
+
+    [tasks.demo]                 # a task of the deployment's own
+    base = "ti2v-5B"
+    ckpt_dir = ".wan22/models/demo"
+    sizes = ["64*64"]
+    frame_num = 5
+    sample_steps = 4
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from services.settings import SettingsError
+from wan.presets import PRESETS, TaskPreset, derive_preset
+
+
+class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    preset: TaskPreset
+    ckpt_dir: str = ""
+    world_size: int = 1
+    ulysses_degree: int | None = None
+    fsdp: bool = False
+    text_encoder_on_cpu: bool = False
+    attention_backend: str | None = None
+    vae_tiling: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_attempts: int = 3
+
+
+_SERVING_FIELDS = {f.name for f in msgspec.structs.fields(ServedTask)} - {"name", "preset"}
+
+
+class ModelsConfig(msgspec.Struct, frozen=True):
+    tasks: dict[str, ServedTask]
+
+    def get(self, name: str) -> ServedTask | None:
+        return self.tasks.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.tasks)
+
+
+def builtin() -> ModelsConfig:
+    """Every built-in preset, with no checkpoint configured (ingest can still route to them)."""
+    return ModelsConfig({name: ServedTask(name=name, preset=p) for name, p in PRESETS.items()})
+
+
+def load_models(path: str) -> ModelsConfig:
+    """Built-in presets plus (and overridden by) the tasks of the TOML file at `path`."""
+    config = builtin()
+    if not path:
+        return config
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"WAN22_MODELS: cannot read {path}: {exc}") from None
+    tasks = dict(config.tasks)
+    for name, table in (data.get("tasks") or {}).items():
+        tasks[name] = _served_task(name, dict(table), path)
+    return ModelsConfig(tasks)
+
+
+def _served_task(name: str, table: dict[str, object], path: str) -> ServedTask:
+    base_name = str(table.pop("base", name))
+    base = PRESETS.get(base_name)
+    if base is None:
+        raise SettingsError(f"WAN22_MODELS: [tasks.{name}] base {base_name!r} is not one of {sorted(PRESETS)}")
+    serving = {k: table.pop(k) for k in list(table) if k in _SERVING_FIELDS}
+    try:
+        preset = derive_preset(base, name, table)
+        return msgspec.convert({"name": name, "preset": preset, **serving}, ServedTask)
+    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise SettingsError(f"WAN22_MODELS: [tasks.{name}] in {path}: {exc}") from None

@@ -1,0 +1,107 @@
+"""Per-task facts from Wan2.2's own configs. Torch-free: ingest reads these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Kind = Literal["t2v", "i2v", "ti2v"]
+
+
+class TaskPreset(msgspec.Struct, frozen=True, kw_only=True):
+    """Defaults and limits of one task type.
+
+    `guide_scale` is (low-noise expert, high-noise expert); single-expert models use the first.
+    `boundary_ratio` is the MoE switch point as a fraction of the 1000 training timesteps; None
+    means one expert. `vae_stride` × `patch_size` is the granularity a size must respect.
+    """
+
+    name: str
+    kind: Kind
+    sizes: tuple[str, ...]
+    frame_num: int
+    sample_steps: int
+    sample_shift: float
+    guide_scale: tuple[float, float]
+    boundary_ratio: float | None
+    fps: int
+    needs_image: bool = False
+    accepts_image: bool = False
+    vae_stride: int = 8
+    patch_size: int = 2
+    max_frames: int = 241
+    max_steps: int = 100
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_stride * self.patch_size
+
+
+A14B_SIZES = ("1280*720", "720*1280", "832*480", "480*832")
+
+PRESETS: dict[str, TaskPreset] = {
+    "t2v-A14B": TaskPreset(
+        name="t2v-A14B",
+        kind="t2v",
+        sizes=A14B_SIZES,
+        frame_num=81,
+        sample_steps=40,
+        sample_shift=12.0,
+        guide_scale=(3.0, 4.0),
+        boundary_ratio=0.875,
+        fps=16,
+    ),
+    "i2v-A14B": TaskPreset(
+        name="i2v-A14B",
+        kind="i2v",
+        sizes=A14B_SIZES,
+        frame_num=81,
+        sample_steps=40,
+        sample_shift=5.0,
+        guide_scale=(3.5, 3.5),
+        boundary_ratio=0.900,
+        fps=16,
+        needs_image=True,
+        accepts_image=True,
+    ),
+    "ti2v-5B": TaskPreset(
+        name="ti2v-5B",
+        kind="ti2v",
+        sizes=("1280*704", "704*1280"),
+        frame_num=121,
+        sample_steps=50,
+        sample_shift=5.0,
+        guide_scale=(5.0, 5.0),
+        boundary_ratio=None,
+        fps=24,
+        accepts_image=True,
+        vae_stride=16,
+    ),
+}
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'832*480' → (width, height). Raises ValueError with the reason."""
+    sep = "*" if "*" in size else "x"
+    parts = size.lower().split(sep)
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"size must look like WIDTH*HEIGHT, got {size!r}")
+    width, height = (int(p) for p in parts)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return width, height
+
+
+def check_frame_num(frames: int) -> None:
+    if frames < 1 or (frames - 1) % 4 != 0:
+        raise ValueError(f"frame_num must be 4k+1 (1, 5, 9, ... 81), got {frames}")
+
+
+def derive_preset(base: TaskPreset, name: str, overrides: dict[str, object]) -> TaskPreset:
+    """A deployment's own task: a built-in preset with some fields replaced."""
+    unknown = set(overrides) - {f.name for f in msgspec.structs.fields(TaskPreset)}
+    if unknown:
+        raise ValueError(f"unknown preset fields: {sorted(unknown)}")
+    fields = msgspec.structs.asdict(base) | dict(overrides) | {"name": name}
+    return msgspec.convert(fields, TaskPreset, strict=False)
