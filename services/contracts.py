@@ -28,7 +28,7 @@ def now() -> float:
     return time.time()
 
 
-class GenerateRequest(Struct, kw_only=True, omit_defaults=True):
+class GenerateRequest(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """A raw request as the Go side XADDs it (`payload` JSON or flat fields) or as POST /generate
     sends it (the original design's body). Ingest validates it into a `Job`."""
 
@@ -182,6 +182,7 @@ class TaskState(Struct, kw_only=True, omit_defaults=True):
     field: str = ""
     attempts: int = 0
     request_id: str = ""
+    worker: str = ""
     webhook_url: str = ""
     metadata: Metadata = {}
     created_at: float = 0.0

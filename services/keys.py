@@ -67,5 +67,10 @@ class Keys(msgspec.Struct, frozen=True):
     def webhook_dlq(self) -> str:
         return f"{self.prefix}:webhooks:dlq"
 
+    @property
+    def webhook_secret(self) -> str:
+        """The generated signing secret for tasks' own webhook_url (when none is configured)."""
+        return f"{self.prefix}:webhooks:secret"
+
     def all_streams(self, tasks: list[str]) -> list[str]:
         return [self.requests, *(self.jobs(t) for t in tasks), self.events, self.progress, self.dlq, self.webhook_dlq]

@@ -31,3 +31,5 @@ WEBHOOK_DELIVERIES = Counter("wan22_webhook_deliveries_total", "Webhook attempts
 WEBHOOK_SECONDS = Histogram(
     "wan22_webhook_seconds", "Webhook delivery latency", buckets=(0.005, 0.02, 0.1, 0.5, 1, 5, 15)
 )
+WEBHOOK_SCHEDULED = Gauge("wan22_webhook_scheduled", "Webhook deliveries waiting in the durable schedule")
+WEBHOOK_DEAD = Counter("wan22_webhook_dead_lettered_total", "Webhook deliveries dead-lettered", ["reason"])

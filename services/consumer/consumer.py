@@ -95,7 +95,9 @@ class StreamConsumer:
         return self._stop.is_set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await ensure_group(self.redis, self.stream, self.group)
+        if not await self._connect():
+            task_status.started()
+            return
         log.info("consumer.start", stream=self.stream, group=self.group, consumer=self.name)
         async with anyio.create_task_group() as loops:
             loops.start_soon(self._ack_loop)
@@ -114,6 +116,17 @@ class StreamConsumer:
                 await self._hand_back()
             loops.cancel_scope.cancel()
         log.info("consumer.stopped", stream=self.stream, consumer=self.name)
+
+    async def _connect(self) -> bool:
+        """Create the group, waiting out a Redis that is not up yet; False if stopped meanwhile."""
+        failures = 0
+        while not self.stopping:
+            try:
+                await ensure_group(self.redis, self.stream, self.group)
+                return True
+            except RedisError as exc:
+                failures = await self._redis_trouble("connect", exc, failures)
+        return False
 
     async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
         await self._stop.wait()

@@ -1,0 +1,153 @@
+"""The HTTP door (starlette): POST /generate, task state, SSE progress, cancel, health, metrics."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from services.ingest import parse
+from services.ingest.door import Door
+from services.ingest.invalid import Invalid
+from services.ingest.openapi import openapi_document
+from services.ingest.sse import task_events
+from services.keys import Keys
+
+_json = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        field: str | None = None,
+        reason: str = "invalid",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status, self.headers = status, headers or {}
+        self.body = {"error": error, "field": field, "reason": reason}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(body), status, headers, media_type="application/json")
+
+
+class Api:
+    def __init__(self, redis: Redis, keys: Keys, door: Door, tokens: frozenset[str], max_body: int) -> None:
+        self.redis, self.keys, self.door, self.tokens, self.max_body = redis, keys, door, tokens, max_body
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/generate", self.generate, methods=["POST"]),
+            Route("/tasks/{task_id}", self.get_task, methods=["GET"]),
+            Route("/tasks/{task_id}", self.cancel_task, methods=["DELETE"]),
+            Route("/tasks/{task_id}/events", self.task_events, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+    def authorize(self, request: Request) -> None:
+        """Bearer tokens, compared in constant time; no tokens configured = open."""
+        if not self.tokens:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing bearer token", "Authorization", "unauthorized", {"WWW-Authenticate": "Bearer"})
+        if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens):
+            raise ApiError(403, "token not accepted", "Authorization", "forbidden")
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise ApiError(413, f"body is larger than {self.max_body} bytes", None, "too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise ApiError(413, f"body is larger than {self.max_body} bytes", None, "too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def generate(self, request: Request) -> Response:
+        self.authorize(request)
+        body = await self._body(request)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            generate = parse.from_json(body)
+            result = await self.door.submit(generate, request_id, request.headers.get("idempotency-key"), "http")
+        except Invalid as exc:
+            status = 429 if exc.reason == "queue_full" else (400 if exc.reason == "malformed" else 422)
+            headers = {"Retry-After": "5"} if exc.reason == "queue_full" else None
+            raise ApiError(status, exc.message, exc.field, exc.reason, headers) from None
+        body_out = {"status": "task_started", "task_id": result.task_id, "request_id": request_id}
+        if not result.created:
+            body_out["duplicate"] = True
+        return json_response(body_out, 202 if result.created else 200)
+
+    async def get_task(self, request: Request) -> Response:
+        self.authorize(request)
+        state = await self.door.tasks.get(request.path_params["task_id"])
+        if state is None:
+            raise ApiError(404, "no such task", "task_id", "not_found")
+        return json_response(state)
+
+    async def cancel_task(self, request: Request) -> Response:
+        self.authorize(request)
+        task_id = request.path_params["task_id"]
+        outcome = await self.door.tasks.cancel(task_id)
+        if outcome == "missing":
+            raise ApiError(404, "no such task", "task_id", "not_found")
+        if outcome not in ("cancelled", "cancelling"):
+            raise ApiError(409, f"task is already {outcome.removeprefix('already_')}", "task_id", "terminal")
+        return json_response({"task_id": task_id, "status": outcome}, 202 if outcome == "cancelling" else 200)
+
+    async def task_events(self, request: Request) -> Response:
+        self.authorize(request)
+        task_id = request.path_params["task_id"]
+        if not await self.redis.exists(self.keys.task(task_id)):
+            raise ApiError(404, "no such task", "task_id", "not_found")
+        stream = task_events(self.redis, self.keys, self.door.tasks, task_id)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        await self.redis.ping()
+        return json_response({"status": "ready"})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_response(exc.body, exc.status, exc.headers)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    body = {"error": "the queue (Redis) is unavailable; retry shortly", "field": None, "reason": "unavailable"}
+    return json_response(body, 503, {"Retry-After": "2"})
+
+
+def build_app(api: Api, extra_routes: list[Route] | None = None) -> Starlette:
+    handlers = {ApiError: _api_error, RedisError: _redis_down}
+    return Starlette(routes=[*api.routes(), *(extra_routes or [])], exception_handlers=handlers)  # type: ignore[arg-type]

@@ -1,0 +1,83 @@
+"""The ingest service: the stream door and the HTTP door in one process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import anyio
+import uvicorn
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from services.consumer import StreamConsumer
+from services.ingest.api import Api, build_app
+from services.ingest.backpressure import LagMonitor
+from services.ingest.door import Door
+from services.ingest.normalize import Normalizer
+from services.ingest.settings import IngestSettings
+from services.ingest.stream_door import StreamDoor
+from services.keys import INGEST_GROUP, Keys
+from services.models_config import ModelsConfig
+from services.naming import consumer_name
+from services.tasks import TaskStore
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals belong to the service runner, which stops both doors together
+
+
+class IngestService:
+    def __init__(self, redis: Redis, settings: IngestSettings, models: ModelsConfig) -> None:
+        keys = Keys(settings.prefix)
+        self.tasks = TaskStore(redis, keys, task_ttl_s=settings.task_ttl_s)
+        self.lag = LagMonitor(redis, keys, models.names)
+        self.door = Door(self.tasks, Normalizer(models, settings), self.lag, settings)
+        self.settings = settings
+        stream_door = StreamDoor(self.door, settings.max_body_bytes)
+        consumer_settings = settings.consumer(
+            concurrency=settings.stream_concurrency, batch=settings.stream_concurrency
+        )
+        self.consumer = StreamConsumer(
+            redis, keys, keys.requests, INGEST_GROUP, consumer_name("ingest"), stream_door.handle, consumer_settings
+        )
+        self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
+        self.app: Starlette = build_app(self.api)
+        self._server: _Server | None = None
+
+    async def run(self, *, http: bool = True) -> None:
+        """Until `stop()`: the stream consumer drains, uvicorn finishes open requests."""
+        http_done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.lag.run)
+            if http:
+                config = uvicorn.Config(
+                    self.app,
+                    host=self.settings.http_host,
+                    port=self.settings.http_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+                self._server = _Server(config)
+                tg.start_soon(self._serve, self._server, http_done)
+            else:
+                http_done.set()
+            await self.consumer.run()
+            with anyio.move_on_after(10):
+                await http_done.wait()
+            tg.cancel_scope.cancel()
+
+    @staticmethod
+    async def _serve(server: _Server, done: anyio.Event) -> None:
+        try:
+            await server.serve()
+        finally:
+            done.set()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        if self._server:
+            self._server.should_exit = True

@@ -1,0 +1,259 @@
+"""The dispatcher: claims due deliveries from the durable schedule and sends them with bounded
+concurrency, overall (`webhook_concurrency`) and per endpoint (`webhook_per_endpoint`).
+
+A claimed delivery whose endpoint is busy waits in that endpoint's short backlog without taking
+a send slot; when the backlog is full it goes back to the schedule for a moment. So a slow
+receiver holds at most its own slots and backlog, and deliveries to everyone else keep flowing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services import metrics
+from services.consumer import backoff_delay
+from services.contracts import now
+from services.egress import EgressRefused
+from services.keys import Keys
+from services.notifier import dlq, store
+from services.notifier.clients import ClientPool, Origin, origin_of
+from services.notifier.delivery import Result, attempt
+from services.notifier.schedule import RetrySchedule
+from services.notifier.settings import NotifierSettings
+from services.notifier.store import TASK_TARGET, Claimed
+from services.notifier.subscriptions import SubscriptionCache, disable
+
+log = structlog.get_logger("wan22.notifier")
+
+BATCH = 256  # most deliveries claimed per round trip
+BACKLOG_ROUNDS = 2  # an endpoint's backlog holds this many rounds of its concurrency
+DEFER_S = 0.5  # a delivery for a saturated endpoint comes back after this long
+MAX_LOST = 3  # claims that ended without a recorded attempt before the delivery is given up
+INVALID: Origin = ("", "", 0)
+
+
+@dataclass(slots=True)
+class Endpoint:
+    active: int = 0
+    backlog: deque[Claimed] = field(default_factory=deque)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: NotifierSettings,
+        task_secrets: list[str],
+        subs: SubscriptionCache,
+        *,
+        poll_s: float = 1.0,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.redis, self.keys, self.subs, self.task_secrets = redis, keys, subs, task_secrets
+        self.schedule = RetrySchedule(settings.schedule, settings.webhook_jitter)
+        self.timeout, self.poll_s, self.grace_s = settings.webhook_timeout_s, poll_s, min(grace_s, settings.webhook_timeout_s)
+        self.lease_s = 2 * self.timeout + 1  # covers a backlog wait plus the attempt itself
+        self.concurrency, self.per_endpoint = settings.webhook_concurrency, settings.webhook_per_endpoint
+        self.pool = ClientPool(settings.allow_networks, self.timeout, self.per_endpoint)
+        self._endpoints: dict[Origin, Endpoint] = {}
+        self._held: set[str] = set()  # claimed and not yet recorded (sending or in a backlog)
+        self._active = 0
+        self._wake, self._slot, self._stop = anyio.Event(), anyio.Event(), anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def wake(self) -> None:
+        """New deliveries are due (saves waiting for the next poll)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._slot.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._housekeeping)
+                task_status.started()
+                await self._claim_loop()
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._put_back_held()
+                await self.pool.aclose()
+
+    # ---- claim -----------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            free = min(self.concurrency - len(self._held), BATCH)
+            if free <= 0:
+                self._slot = anyio.Event()
+                await self._slot.wait()
+                continue
+            self._wake = anyio.Event()
+            try:
+                full = await self._claim(free)
+                failures = 0
+                if not full:
+                    await self._sleep_until_due()
+            except RedisError as exc:
+                failures += 1
+                log.warning("notifier.redis_error", where="claim", error=str(exc))
+                await anyio.sleep(backoff_delay(failures, 0.1, 5.0))
+
+    async def _claim(self, limit: int) -> bool:
+        """Claim and dispatch up to `limit`; True when more may be due right away."""
+        t = now()
+        claimed = await store.claim(self.redis, self.keys, t, t + self.lease_s, limit)
+        deferred = [c.delivery.id for c in claimed if not self._dispatch(c)]
+        await store.put_back(self.redis, self.keys, deferred, now() + DEFER_S)
+        return len(claimed) == limit
+
+    async def _sleep_until_due(self) -> None:
+        due = await store.next_due(self.redis, self.keys)
+        delay = self.poll_s if due is None else min(self.poll_s, due - now())
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+
+    def _dispatch(self, c: Claimed) -> bool:
+        try:
+            origin = origin_of(c.delivery.url)
+        except EgressRefused:
+            origin = INVALID  # the attempt records the refusal
+        ep = self._endpoints.setdefault(origin, Endpoint())
+        if ep.active < self.per_endpoint:
+            self._start(c, ep, origin, from_backlog=False)
+        elif len(ep.backlog) < self.per_endpoint * BACKLOG_ROUNDS:
+            ep.backlog.append(c)
+            self._held.add(c.delivery.id)
+        else:
+            return False
+        return True
+
+    def _start(self, c: Claimed, ep: Endpoint, origin: Origin, *, from_backlog: bool) -> None:
+        assert self._tg is not None
+        ep.active += 1
+        self._active += 1
+        self._held.add(c.delivery.id)
+        self._tg.start_soon(self._deliver, c, ep, origin, from_backlog)
+
+    # ---- deliver ---------------------------------------------------------------------------
+
+    async def _deliver(self, c: Claimed, ep: Endpoint, origin: Origin, from_backlog: bool) -> None:
+        try:
+            if from_backlog:  # it waited: renew the lease before the attempt
+                await store.extend(self.redis, self.keys, c.delivery.id, now() + self.lease_s)
+            await self._attempt_and_record(c)
+        except Exception as exc:  # Redis trouble: the lease runs out and the delivery comes back
+            log.warning("notifier.record_failed", delivery=c.delivery.id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            ep.active -= 1
+            self._active -= 1
+            self._slot.set()
+        self._held.discard(c.delivery.id)  # not reached when cancelled: shutdown puts it back
+        self._next_from_backlog(ep, origin)
+
+    def _next_from_backlog(self, ep: Endpoint, origin: Origin) -> None:
+        if ep.backlog and not self._stop.is_set():
+            self._start(ep.backlog.popleft(), ep, origin, from_backlog=True)
+        elif not ep.active and not ep.backlog:
+            self._endpoints.pop(origin, None)
+
+    async def _attempt_and_record(self, c: Claimed) -> None:
+        d = c.delivery
+        if c.lost >= MAX_LOST:
+            await self._dead(c, "lost")
+            return
+        secrets = await self._secrets_for(c)
+        if secrets is None:
+            await store.finish(self.redis, self.keys, c, "dropped")
+            metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
+            log.info("notifier.dropped", delivery=d.id, target=d.target, reason="subscription removed or disabled")
+            return
+        result = await attempt(self.pool, d, secrets, self.timeout)
+        c.attempts.append(result.attempt)
+        metrics.WEBHOOK_SECONDS.observe(result.attempt.seconds)
+        await self._record(c, result)
+
+    async def _record(self, c: Claimed, result: Result) -> None:
+        d, a = c.delivery, result.attempt
+        fields = {"delivery": d.id, "task_id": d.task_id, "target": d.target, "attempt": len(c.attempts)}
+        if result.ok:
+            await store.finish(self.redis, self.keys, c, "delivered")
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+            log.debug("notifier.delivered", status=a.status, seconds=round(a.seconds, 3), **fields)
+        elif result.gone:
+            await self._gone(c)
+        elif result.refused:
+            metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
+            log.warning("notifier.refused", error=a.error, **fields)
+            await self._dead(c, "refused")
+        else:
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            delay = self.schedule.next_delay(len(c.attempts), result.retry_after)
+            log.warning("notifier.attempt_failed", status=a.status, error=a.error, retry_in=delay, **fields)
+            if delay is None:
+                await self._dead(c, "exhausted")
+            else:
+                await store.reschedule(self.redis, self.keys, c, now() + delay)
+
+    async def _gone(self, c: Claimed) -> None:
+        """410: the receiver asks never to be called again; a subscription is disabled."""
+        await store.finish(self.redis, self.keys, c, "gone")
+        metrics.WEBHOOK_DELIVERIES.labels("gone").inc()
+        if c.delivery.target != TASK_TARGET:
+            await disable(self.redis, self.keys, c.delivery.target, "receiver answered 410 Gone")
+            self.subs.invalidate()
+        log.warning("notifier.gone", delivery=c.delivery.id, target=c.delivery.target, url=c.delivery.url)
+
+    async def _dead(self, c: Claimed, reason: str) -> None:
+        dlq_id = await dlq.dead_letter(self.redis, self.keys, c, reason)
+        metrics.WEBHOOK_DEAD.labels(reason).inc()
+        log.error("notifier.dead_lettered", delivery=c.delivery.id, task_id=c.delivery.task_id, reason=reason, dlq_id=dlq_id)
+
+    async def _secrets_for(self, c: Claimed) -> list[str] | None:
+        if c.delivery.target == TASK_TARGET:
+            return self.task_secrets
+        sub = (await self.subs.get()).get(c.delivery.target)
+        return sub.secrets if sub is not None and sub.enabled else None
+
+    # ---- shutdown and housekeeping ---------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Backlogged deliveries go back at once; attempts in flight get `grace_s` to finish."""
+        waiting = [c.delivery.id for ep in self._endpoints.values() for c in ep.backlog]
+        for ep in self._endpoints.values():
+            ep.backlog.clear()
+        await store.put_back(self.redis, self.keys, waiting, now())
+        self._held.difference_update(waiting)
+        with anyio.move_on_after(self.grace_s):
+            while self._active:
+                await anyio.sleep(0.05)
+
+    async def _put_back_held(self) -> None:
+        try:
+            await store.put_back(self.redis, self.keys, sorted(self._held), now())
+        except RedisError as exc:
+            log.warning("notifier.put_back_failed", error=str(exc), count=len(self._held))
+        self._held.clear()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await anyio.sleep(5)
+            try:
+                metrics.WEBHOOK_SCHEDULED.set(await store.scheduled(self.redis, self.keys))
+            except RedisError as exc:
+                log.warning("notifier.redis_error", where="housekeeping", error=str(exc))
+            await self.pool.close_idle()

@@ -1,0 +1,66 @@
+"""Notifier settings (`WAN22_WEBHOOK_*`), validated at start."""
+
+from __future__ import annotations
+
+from services.egress import Network, parse_networks
+from services.notifier.signing import parse_secret
+from services.settings import CommonSettings, SettingsError, env_name
+
+DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,36000"
+
+
+class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
+    webhook_schedule: str = DEFAULT_SCHEDULE  # seconds before each attempt, comma-separated
+    webhook_allow_networks: str = ""  # CIDRs of internal receivers that may be called
+    webhook_timeout_s: float = 15.0  # an attempt succeeds on a 2xx within this time
+    webhook_concurrency: int = 100  # attempts in flight in one notifier
+    webhook_per_endpoint: int = 8  # attempts in flight to one scheme://host:port
+    webhook_jitter: float = 0.1  # retry delays vary by ± this fraction
+    webhook_secret: str = ""  # whsec_ secret(s) for tasks' own webhook_url; empty = per-deployment
+    metrics_port: int = 9101
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _parse_schedule(self.webhook_schedule)
+        try:
+            parse_networks(self.webhook_allow_networks.split(","))
+        except ValueError as exc:
+            raise SettingsError(f"{env_name('webhook_allow_networks')}: {exc}") from None
+        _require(self.webhook_timeout_s > 0, "webhook_timeout_s", "must be positive")
+        _require(self.webhook_concurrency >= 1, "webhook_concurrency", "must be at least 1")
+        _require(self.webhook_per_endpoint >= 1, "webhook_per_endpoint", "must be at least 1")
+        _require(0 <= self.webhook_jitter < 1, "webhook_jitter", "must be in [0, 1)")
+        for secret in self.secrets:
+            try:
+                parse_secret(secret)
+            except ValueError as exc:
+                raise SettingsError(f"{env_name('webhook_secret')}: {exc}") from None
+
+    @property
+    def schedule(self) -> tuple[float, ...]:
+        return _parse_schedule(self.webhook_schedule)
+
+    @property
+    def allow_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.webhook_allow_networks.split(","))
+
+    @property
+    def secrets(self) -> list[str]:
+        return [s.strip() for s in self.webhook_secret.split(",") if s.strip()]
+
+
+def _parse_schedule(text: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or any(not 0 <= d < 10 * 365 * 86400 for d in delays):
+        raise SettingsError(
+            f"{env_name('webhook_schedule')}: expected non-negative seconds, comma-separated (got {text!r})"
+        )
+    return delays
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise SettingsError(f"{env_name(field)}: {message}")

@@ -1,0 +1,177 @@
+"""The task state machine in Redis: every transition that must be atomic is one Lua script, so a
+task reaches exactly one terminal state and exactly one terminal event, whoever races.
+
+MULTI cannot branch on what it reads (an idempotency key, the current status), so the
+conditional transitions are scripts; each is still one atomic step on the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from services.contracts import (
+    TERMINAL,
+    Accepted,
+    Cancelled,
+    Event,
+    Job,
+    Rejected,
+    TaskState,
+    encode,
+    event_entry,
+    event_type,
+    now,
+    state_from_hash,
+    state_to_hash,
+)
+from services.keys import Keys
+
+_TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
+
+# KEYS: task hash, jobs stream, events stream, idempotency key ('' = none)
+# ARGV: task id, job payload, accepted payload, task ttl, idem ttl, hash k/v...
+ACCEPT = """
+local idem = KEYS[4]
+local existing = nil
+if idem ~= '' then existing = redis.call('GET', idem) end
+if not existing and redis.call('EXISTS', KEYS[1]) == 1 then existing = ARGV[1] end
+if existing then return {0, existing} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[2], '*', 'type', 'job', 'task_id', ARGV[1], 'payload', ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'type', 'accepted', 'task_id', ARGV[1], 'payload', ARGV[3])
+if idem ~= '' then redis.call('SET', idem, ARGV[1], 'EX', ARGV[5]) end
+return {1, ARGV[1]}
+"""
+
+# KEYS: task hash, events stream. ARGV: event type, task id, event payload, task ttl, hash k/v...
+# Sets a terminal state only if none is set yet; returns 1 when this call made the transition.
+FINISH = f"""
+local terminal = {_TERMINAL_LUA}
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and terminal[status] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'task_id', ARGV[2], 'payload', ARGV[3])
+return 1
+"""
+
+# KEYS: task hash, events stream, cancel flag. ARGV: cancelled payload, now, flag ttl, task id.
+# queued → cancelled at once; running/retrying → flag for the worker; else the status.
+CANCEL = f"""
+local terminal = {_TERMINAL_LUA}
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if terminal[status] then return 'already_' .. status end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error', 'cancelled before it started', 'updated_at', ARGV[2])
+  redis.call('XADD', KEYS[2], '*', 'type', 'cancelled', 'task_id', ARGV[4], 'payload', ARGV[1])
+  return 'cancelled'
+end
+return 'cancelling'
+"""
+
+# KEYS: task hash. ARGV: attempt, worker, now. Marks a job running unless it is terminal.
+CLAIM = f"""
+local terminal = {_TERMINAL_LUA}
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and terminal[status] then return status end
+redis.call('HSET', KEYS[1], 'status', 'running', 'attempts', ARGV[1], 'worker', ARGV[2], 'updated_at', ARGV[3])
+return 'running'
+"""
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    task_id: str
+    created: bool  # False: an idempotent replay of an earlier request
+
+
+class TaskStore:
+    """Task state transitions; owns no connection (the Redis client is injected)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, task_ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis, self.keys, self.task_ttl_s = redis, keys, task_ttl_s
+        self._accept = redis.register_script(ACCEPT)
+        self._finish = redis.register_script(FINISH)
+        self._cancel = redis.register_script(CANCEL)
+        self._claim = redis.register_script(CLAIM)
+
+    async def get(self, task_id: str) -> TaskState | None:
+        raw = await self.redis.hgetall(self.keys.task(task_id))
+        return state_from_hash(raw | {"task_id": task_id}) if raw else None
+
+    async def accept(self, job: Job, idempotency_key: str | None, idem_ttl_s: int) -> AcceptResult:
+        """Task hash, job entry and `accepted` event in one atomic step (or the first task's id)."""
+        at = now()
+        state = TaskState(
+            task_id=job.task_id,
+            status="queued",
+            task=job.task,
+            request_id=job.request_id,
+            webhook_url=job.webhook_url or "",
+            metadata=job.metadata,
+            created_at=at,
+            updated_at=at,
+        )
+        accepted = Accepted(task_id=job.task_id, request_id=job.request_id, task=job.task, ts=at)
+        keys = [
+            self.keys.task(job.task_id),
+            self.keys.jobs(job.task),
+            self.keys.events,
+            self.keys.idempotency(idempotency_key) if idempotency_key else "",
+        ]
+        args = [
+            job.task_id,
+            encode(job),
+            encode(accepted),
+            self.task_ttl_s,
+            idem_ttl_s,
+            *_flatten(state_to_hash(state)),
+        ]
+        created, task_id = await self._accept(keys=keys, args=args)
+        if not int(created):  # tell the producer which task its repeated request maps to
+            replay = Accepted(task_id=task_id, request_id=job.request_id, task=job.task, idempotent_replay=True)
+            await self.redis.xadd(self.keys.events, event_entry(replay))
+        return AcceptResult(task_id=str(task_id), created=bool(int(created)))
+
+    async def finish(self, event: Event, fields: dict[str, object]) -> bool:
+        """Terminal state + its event, once per task; False when the task was already terminal."""
+        event.ts = event.ts or now()
+        status = _STATUS_OF[event_type(event)]
+        values = state_to_hash({"status": status, "updated_at": event.ts, **fields})
+        entry = event_entry(event)
+        args = [entry["type"], event.task_id, entry["payload"], self.task_ttl_s, *_flatten(values)]
+        return bool(await self._finish(keys=[self.keys.task(event.task_id), self.keys.events], args=args))
+
+    async def reject(self, rejected: Rejected, *, record_state: bool) -> bool:
+        """A rejected request: its event always; the task hash only for a valid task id not yet
+        used (a duplicate id must not overwrite the task that owns it)."""
+        if record_state and not await self.redis.exists(self.keys.task(rejected.task_id)):
+            return await self.finish(rejected, {"error": rejected.error, "field": rejected.field or ""})
+        await self.redis.xadd(self.keys.events, event_entry(rejected))
+        return True
+
+    async def cancel(self, task_id: str, flag_ttl_s: int = 24 * 3600) -> str:
+        """`cancelled` (was queued), `cancelling` (running: stops at its next step), `missing`, or
+        `already_<status>` for a task that is already terminal."""
+        event = Cancelled(task_id=task_id, ts=now())
+        keys = [self.keys.task(task_id), self.keys.events, self.keys.cancel(task_id)]
+        return str(await self._cancel(keys=keys, args=[encode(event), event.ts, flag_ttl_s, task_id]))
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.cancel(task_id)))
+
+    async def claim(self, task_id: str, attempt: int, worker: str) -> str:
+        """`running`, or the terminal status that means the job must only be acked."""
+        return str(await self._claim(keys=[self.keys.task(task_id)], args=[attempt, worker, now()]))
+
+
+_STATUS_OF = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "rejected": "rejected"}
+
+
+def _flatten(values: dict[str, str]) -> list[str]:
+    return [item for pair in values.items() for item in pair]
