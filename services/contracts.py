@@ -64,8 +64,8 @@ class Job(Struct, kw_only=True):
     frame_num: Annotated[int, Meta(ge=1, le=1001)]
     sample_steps: Annotated[int, Meta(ge=1, le=1000)]
     sample_shift: Annotated[float, Meta(gt=0)]
-    guide_scale: Annotated[float, Meta(ge=0)]
-    guide_scale_2: Annotated[float, Meta(ge=0)] | None = None
+    # (low-noise expert, high-noise expert) as in Wan2.2's configs; equal for one-expert models.
+    guide_scale: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)]]
     seed: Annotated[int, Meta(ge=0)]
     fps: Annotated[int, Meta(ge=1, le=120)]
     webhook_url: Url | None = None

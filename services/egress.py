@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -232,7 +233,7 @@ def pinned_client(
     *,
     max_connections: int = 16,
     keepalive_expiry: float = 30.0,
-    verify: bool | str = True,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
     """An AsyncClient for requests to `target`'s origin only, connecting to the checked address;
     no redirects, no proxies or settings from the environment (a proxy would resolve the name
@@ -250,7 +251,7 @@ def pinned_client(
 
 
 async def fetch_bytes(
-    url: str, allow: Sequence[Network] = (), *, max_bytes: int, timeout: float, verify: bool | str = True
+    url: str, allow: Sequence[Network] = (), *, max_bytes: int, timeout: float, verify: ssl.SSLContext | bool = True
 ) -> bytes:
     """A guarded GET: checked address, no redirects, at most `max_bytes` and `timeout` seconds in
     all (resolution included). Raises EgressRefused, FetchError, or OSError for DNS failures."""

@@ -52,6 +52,10 @@ class Keys(msgspec.Struct, frozen=True):
         """Error history of one entry across deliveries (survives a consumer crash)."""
         return f"{self.prefix}:attempts:{stream}:{entry_id}"
 
+    def gang(self, consumer: str) -> str:
+        """Members of a generator's gang (rank → node:pid), for operators."""
+        return f"{self.prefix}:gang:{consumer}"
+
     @property
     def webhooks(self) -> str:
         return f"{self.prefix}:webhooks"

@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
+from services.consumer.deadletter import replay
 from services.contracts import (
     TERMINAL,
     Accepted,
     Cancelled,
+    DeadLetter,
     Event,
     Job,
     Rejected,
+    Retrying,
     TaskState,
     encode,
     event_entry,
@@ -74,6 +78,16 @@ end
 return 'cancelling'
 """
 
+# KEYS: task hash, events stream. ARGV: error, now, event payload, task id. Between attempts.
+RETRYING = f"""
+local terminal = {_TERMINAL_LUA}
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and terminal[status] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'retrying', 'error', ARGV[1], 'updated_at', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'type', 'retrying', 'task_id', ARGV[4], 'payload', ARGV[3])
+return 1
+"""
+
 # KEYS: task hash. ARGV: attempt, worker, now. Marks a job running unless it is terminal.
 CLAIM = f"""
 local terminal = {_TERMINAL_LUA}
@@ -99,6 +113,7 @@ class TaskStore:
         self._finish = redis.register_script(FINISH)
         self._cancel = redis.register_script(CANCEL)
         self._claim = redis.register_script(CLAIM)
+        self._retrying = redis.register_script(RETRYING)
 
     async def get(self, task_id: str) -> TaskState | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
@@ -164,6 +179,24 @@ class TaskStore:
 
     async def cancel_requested(self, task_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.cancel(task_id)))
+
+    async def retrying(self, event: Retrying) -> bool:
+        """`retrying` state and event, unless the task is already terminal."""
+        event.ts = event.ts or now()
+        args = [event.error, event.ts, encode(event), event.task_id]
+        return bool(await self._retrying(keys=[self.keys.task(event.task_id), self.keys.events], args=args))
+
+    async def replay_dead(self, dlq_id: str) -> str | None:
+        """Replay a dead-lettered entry; a job's task is reopened (queued, error cleared) in the
+        same transaction, so the replayed job runs instead of being skipped as terminal."""
+        jobs_prefix = self.keys.jobs("")
+
+        def reopen(pipe: Pipeline, letter: DeadLetter) -> None:
+            if letter.stream.startswith(jobs_prefix) and letter.task_id:
+                fields = {"status": "queued", "error": "", "progress": "0", "updated_at": str(now())}
+                pipe.hset(self.keys.task(letter.task_id), mapping=fields)
+
+        return await replay(self.redis, self.keys, dlq_id, also=reopen)
 
     async def claim(self, task_id: str, attempt: int, worker: str) -> str:
         """`running`, or the terminal status that means the job must only be acked."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from services.consumer.entry import META_PREFIX, Entry
 from services.contracts import DeadLetter, ErrorRecord, dead_letter_decoder, encode, now
@@ -61,10 +63,13 @@ async def get_dead(redis: Redis, keys: Keys, dlq_id: str) -> DeadLetter | None:
     return dead_letter_decoder.decode(rows[0][1]["payload"]) if rows else None
 
 
-async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
+async def replay(
+    redis: Redis, keys: Keys, dlq_id: str, also: Callable[[Pipeline, DeadLetter], None] | None = None
+) -> str | None:
     """Put a dead-lettered entry back on its origin stream with a fresh attempt budget (a new
-    entry id) and its error history in `_history`; remove it from the DLQ. Returns the new id,
-    or None when `dlq_id` is not in the DLQ."""
+    entry id) and its error history in `_history`; remove it from the DLQ. `also` adds commands to
+    the same transaction (e.g. reopening the task). Returns the new id, or None when `dlq_id` is
+    not in the DLQ."""
     letter = await get_dead(redis, keys, dlq_id)
     if letter is None:
         return None
@@ -75,7 +80,9 @@ async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(letter.stream, fields)
         pipe.xdel(keys.dlq, dlq_id)
-        new_id, _ = await pipe.execute()
+        if also is not None:
+            also(pipe, letter)
+        new_id, *_ = await pipe.execute()
     return str(new_id)
 
 

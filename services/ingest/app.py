@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import anyio
-import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from services import httpserver
 from services.consumer import StreamConsumer
 from services.ingest.api import Api, build_app
 from services.ingest.backpressure import LagMonitor
@@ -21,12 +18,6 @@ from services.keys import INGEST_GROUP, Keys
 from services.models_config import ModelsConfig
 from services.naming import consumer_name
 from services.tasks import TaskStore
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # signals belong to the service runner, which stops both doors together
 
 
 class IngestService:
@@ -45,7 +36,7 @@ class IngestService:
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
         self.app: Starlette = build_app(self.api)
-        self._server: _Server | None = None
+        self._server: httpserver.Server | None = None
 
     async def run(self, *, http: bool = True) -> None:
         """Until `stop()`: the stream consumer drains, uvicorn finishes open requests."""
@@ -53,29 +44,14 @@ class IngestService:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.lag.run)
             if http:
-                config = uvicorn.Config(
-                    self.app,
-                    host=self.settings.http_host,
-                    port=self.settings.http_port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                )
-                self._server = _Server(config)
-                tg.start_soon(self._serve, self._server, http_done)
+                self._server = httpserver.server(self.app, self.settings.http_host, self.settings.http_port)
+                tg.start_soon(httpserver.serve, self._server, http_done)
             else:
                 http_done.set()
             await self.consumer.run()
             with anyio.move_on_after(10):
                 await http_done.wait()
             tg.cancel_scope.cancel()
-
-    @staticmethod
-    async def _serve(server: _Server, done: anyio.Event) -> None:
-        try:
-            await server.serve()
-        finally:
-            done.set()
 
     def stop(self) -> None:
         self.consumer.stop()

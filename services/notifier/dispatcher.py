@@ -58,14 +58,18 @@ class Dispatcher:
     ) -> None:
         self.redis, self.keys, self.subs, self.task_secrets = redis, keys, subs, task_secrets
         self.schedule = RetrySchedule(settings.schedule, settings.webhook_jitter)
-        self.timeout, self.poll_s, self.grace_s = settings.webhook_timeout_s, poll_s, min(grace_s, settings.webhook_timeout_s)
+        self.timeout, self.poll_s, self.grace_s = (
+            settings.webhook_timeout_s,
+            poll_s,
+            min(grace_s, settings.webhook_timeout_s),
+        )
         self.lease_s = 2 * self.timeout + 1  # covers a backlog wait plus the attempt itself
         self.concurrency, self.per_endpoint = settings.webhook_concurrency, settings.webhook_per_endpoint
         self.pool = ClientPool(settings.allow_networks, self.timeout, self.per_endpoint)
         self._endpoints: dict[Origin, Endpoint] = {}
         self._held: set[str] = set()  # claimed and not yet recorded (sending or in a backlog)
         self._active = 0
-        self._wake, self._slot, self._stop = anyio.Event(), anyio.Event(), anyio.Event()
+        self._wake, self._slot, self._stop, self._idle = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
     def wake(self) -> None:
@@ -162,6 +166,8 @@ class Dispatcher:
             ep.active -= 1
             self._active -= 1
             self._slot.set()
+            if not self._active:
+                self._idle.set()
         self._held.discard(c.delivery.id)  # not reached when cancelled: shutdown puts it back
         self._next_from_backlog(ep, origin)
 
@@ -221,7 +227,9 @@ class Dispatcher:
     async def _dead(self, c: Claimed, reason: str) -> None:
         dlq_id = await dlq.dead_letter(self.redis, self.keys, c, reason)
         metrics.WEBHOOK_DEAD.labels(reason).inc()
-        log.error("notifier.dead_lettered", delivery=c.delivery.id, task_id=c.delivery.task_id, reason=reason, dlq_id=dlq_id)
+        log.error(
+            "notifier.dead_lettered", delivery=c.delivery.id, task_id=c.delivery.task_id, reason=reason, dlq_id=dlq_id
+        )
 
     async def _secrets_for(self, c: Claimed) -> list[str] | None:
         if c.delivery.target == TASK_TARGET:
@@ -238,9 +246,10 @@ class Dispatcher:
             ep.backlog.clear()
         await store.put_back(self.redis, self.keys, waiting, now())
         self._held.difference_update(waiting)
-        with anyio.move_on_after(self.grace_s):
-            while self._active:
-                await anyio.sleep(0.05)
+        if self._active:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(self.grace_s):
+                await self._idle.wait()
 
     async def _put_back_held(self) -> None:
         try:

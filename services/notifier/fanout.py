@@ -43,7 +43,7 @@ class FanOut:
         created = await store.create(self.redis, self.keys, deliveries, contracts.now() + self.schedule.first_delay())
         if created:
             self.on_created()
-        log.debug("notifier.fanned_out", event=kind, deliveries=len(deliveries), created=created)
+        log.debug("notifier.fanned_out", event_type=kind, deliveries=len(deliveries), created=created)
 
     async def _task_state(self, task_id: str) -> TaskState | None:
         """None when there is no hash (e.g. a request rejected before it became a task)."""

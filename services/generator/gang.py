@@ -1,0 +1,194 @@
+"""A gang: N rank actors in one placement group, one process group, one resident model.
+
+The driver bootstraps torch.distributed itself (rank 0's node IP and a free port from rank 0's
+actor), so two gangs on one node never collide and nothing goes through files. Any sign of a
+broken gang (an actor died, ranks disagree, a job overran) tears the whole gang down: killing
+every actor is what guarantees no rank is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from services import metrics
+from services.contracts import Job, encode
+from services.generator.rank import RankWorker
+from services.generator.settings import GeneratorSettings
+from services.models_config import ServedTask
+
+log = structlog.get_logger("wan22.gang")
+
+PEER_GRACE_S = 10.0  # after one rank fails, how long the others get to fail the same way
+
+
+class GangBroken(RuntimeError):
+    """The gang cannot run jobs any more; it has been torn down and is rebuilt on next use."""
+
+
+class JobCancelled(Exception):
+    def __init__(self, step: int) -> None:
+        super().__init__(f"cancelled at step {step}")
+        self.step = step
+
+
+class JobFailed(RuntimeError):
+    """Every rank raised the same model error: the gang is healthy, the job is not."""
+
+
+class Gang:
+    def __init__(
+        self,
+        served: ServedTask,
+        settings: GeneratorSettings,
+        world_size: int,
+        on_ready: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.served, self.settings, self.world_size, self.on_ready = served, settings, world_size, on_ready
+        self.actors: list[Any] = []
+        self.members: list[dict[str, Any]] = []
+        self.placement_group: Any = None
+        self.ready = False
+        self.load_s = 0.0
+
+    @property
+    def use_gpu(self) -> bool:
+        import ray
+
+        if self.settings.device != "auto":
+            return self.settings.device == "cuda"
+        return ray.cluster_resources().get("GPU", 0) >= 1
+
+    async def start(self) -> None:
+        """Placement group, actors, process group, model load: ready before any job is claimed."""
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        started = time.perf_counter()
+        gpu = self.use_gpu
+        bundle = {"GPU": 1, "CPU": 1} if gpu else {"CPU": 1}
+        self.placement_group = placement_group([bundle] * self.world_size, strategy=self.served.placement_strategy)
+        await asyncio.wait_for(self.placement_group.ready(), self.settings.gang_start_timeout_s)
+        actor_cls = ray.remote(RankWorker)
+        self.actors = [
+            actor_cls.options(
+                num_cpus=1,
+                num_gpus=1 if gpu else 0,
+                max_restarts=0,
+                max_concurrency=2,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self.placement_group, placement_group_bundle_index=rank
+                ),
+            ).remote(
+                rank, self.world_size, self.settings.redis_url, self.settings.prefix, self.settings.progress_maxlen
+            )
+            for rank in range(self.world_size)
+        ]
+        await asyncio.wait_for(self._bootstrap(gpu), self.settings.gang_start_timeout_s)
+        self.ready = True
+        if self.on_ready:
+            await self.on_ready(self.members)
+        metrics.MODEL_LOAD_SECONDS.labels(self.served.name).set(self.load_s)
+        log.info(
+            "gang.ready",
+            task=self.served.name,
+            world_size=self.world_size,
+            gpu=gpu,
+            load_s=round(self.load_s, 2),
+            start_s=round(time.perf_counter() - started, 2),
+            members=[f"{m['node']}:{m['pid']}" for m in self.members],
+        )
+
+    async def _bootstrap(self, gpu: bool) -> None:
+        self.members = list(await asyncio.gather(*(a.identity.remote() for a in self.actors)))
+        master = self.members[0]
+        await asyncio.gather(
+            *(
+                a.setup.remote(master["host"], master["port"], gpu, self.settings.collective_timeout_s)
+                for a in self.actors
+            )
+        )
+        served = msgspec.msgpack.encode(self.served)
+        self.load_s = max(await asyncio.gather(*(a.load.remote(served) for a in self.actors)))
+
+    async def run(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
+        """All ranks run the job together; returns rank 0's result."""
+        if not self.ready:
+            raise GangBroken("gang is not ready")
+        payload = encode(job)
+        tasks = [asyncio.ensure_future(_await(a.run.remote(payload, image, attempt, worker))) for a in self.actors]
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                return await self._gather(tasks)
+        except TimeoutError:
+            await self.teardown("job overran its timeout")
+            raise GangBroken(f"job ran longer than {self.settings.job_timeout_s:g} s") from None
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _gather(self, tasks: list[asyncio.Future[Any]]) -> dict[str, Any]:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if t.exception() is not None]
+        if not failed:
+            return tasks[0].result()  # type: ignore[no-any-return]
+        if pending:  # a healthy gang fails on every rank at once; give the others a moment
+            _, pending = await asyncio.wait(pending, timeout=PEER_GRACE_S)
+        errors = [t.exception() for t in tasks if t.done() and t.exception() is not None]
+        await self._raise_for(errors, stuck=bool(pending))
+        raise AssertionError("unreachable")
+
+    async def _raise_for(self, errors: list[BaseException | None], *, stuck: bool) -> None:
+        from ray.exceptions import RayActorError
+
+        causes = [_cause(e) for e in errors if e is not None]
+        if all(type(c).__name__ == "Cancelled" for c in causes) and not stuck:
+            raise JobCancelled(getattr(causes[0], "step", 0))
+        if stuck or any(isinstance(e, RayActorError) for e in errors):
+            reason = "a rank died" if any(isinstance(e, RayActorError) for e in errors) else "ranks disagree"
+            await self.teardown(f"{reason}: {causes[0]}")
+            raise GangBroken(f"{reason}: {_describe(causes[0])}")
+        raise JobFailed(_describe(causes[0]))
+
+    async def teardown(self, reason: str) -> None:
+        """Kill every rank and release the placement group; the next job rebuilds the gang."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        if self.actors or self.placement_group:
+            log.warning("gang.teardown", reason=reason, task=self.served.name)
+            if reason != "shutdown":
+                metrics.GANG_REBUILDS.labels(self.served.name).inc()
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        if self.placement_group is not None:
+            remove_placement_group(self.placement_group)
+        self.actors, self.members, self.placement_group, self.ready = [], [], None, False
+
+    async def ensure_ready(self) -> None:
+        if not self.ready:
+            await self.teardown("rebuilding")
+            await self.start()
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _cause(error: BaseException) -> BaseException:
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+def _describe(error: BaseException) -> str:
+    name = type(error).__name__
+    if "OutOfMemoryError" in name:
+        return f"CUDA out of memory: {str(error).splitlines()[0] if str(error) else name}"
+    text = str(error).strip().splitlines()
+    return f"{name}: {text[-1] if text else ''}"

@@ -1,0 +1,98 @@
+"""The generator service: one gang, one task type, one job at a time through the reliable consumer."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services import httpserver
+from services.consumer import StreamConsumer
+from services.generator.gang import Gang
+from services.generator.images import ImageLoader
+from services.generator.settings import GeneratorSettings
+from services.generator.storage import open_storage
+from services.generator.worker import JobRunner
+from services.keys import GENERATOR_GROUP, Keys
+from services.models_config import ServedTask
+from services.naming import consumer_name
+from services.tasks import TaskStore
+
+log = structlog.get_logger("wan22.generator")
+
+
+class GeneratorService:
+    def __init__(self, redis: Redis, settings: GeneratorSettings, served: ServedTask) -> None:
+        keys = Keys(settings.prefix)
+        self.settings, self.served = settings, served
+        self.redis, self.keys = redis, keys
+        self.name = consumer_name(f"gen-{served.name}")
+        self.gang = Gang(served, settings, settings.world_size or served.world_size, self._register_gang)
+        images = ImageLoader(
+            input_root=settings.input_root,
+            max_bytes=settings.max_image_bytes,
+            allow_networks=settings.webhook_allow_networks,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
+        storage = open_storage(settings.storage, endpoint_url=settings.s3_endpoint_url, presign_s=settings.s3_presign_s)
+        self.runner = JobRunner(
+            redis, keys, TaskStore(redis, keys), self.gang, storage, images, self.name, served.max_attempts
+        )
+        consumer_settings = settings.consumer(
+            concurrency=1,
+            batch=1,
+            grace_s=settings.grace_s,
+            max_attempts=served.max_attempts,
+            backoff_base_s=settings.backoff_base_s,
+        )
+        self.consumer = StreamConsumer(
+            redis,
+            keys,
+            keys.jobs(served.name),
+            GENERATOR_GROUP,
+            self.name,
+            self.runner.handle,
+            consumer_settings,
+            self.runner.hooks(),
+        )
+        self._starting = anyio.CancelScope()
+
+    async def run(self) -> None:
+        ops = (
+            httpserver.server(
+                httpserver.ops_app(lambda: self.gang.ready), self.settings.metrics_host, self.settings.metrics_port
+            )
+            if self.settings.metrics_port
+            else None
+        )
+        async with anyio.create_task_group() as tg:
+            if ops:
+                tg.start_soon(httpserver.serve, ops)
+            try:
+                with self._starting:
+                    await self.gang.start()  # ready before claiming: no job waits on a model load
+                if self.gang.ready:
+                    await self.consumer.run()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await self.gang.teardown("shutdown")
+                    with contextlib.suppress(RedisError):
+                        await self.redis.delete(self.keys.gang(self.name))
+                if ops:
+                    ops.should_exit = True
+
+    async def _register_gang(self, members: list[dict]) -> None:
+        """Who is in this gang (rank → node:pid), for operators and `wan22 groups`."""
+        key = self.keys.gang(self.name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={str(m["rank"]): f"{m['node']}:{m['pid']}" for m in members})
+            pipe.expire(key, 7 * 24 * 3600)
+            await pipe.execute()
+
+    def stop(self) -> None:
+        self._starting.cancel()
+        self.consumer.stop()

@@ -1,0 +1,132 @@
+"""The job handler: claim the task, run it on the gang, store the video, finish exactly once.
+
+Order on success: upload mp4 and poster, set the terminal state with the URLs (only if not yet
+terminal) together with the `completed` event, and only then let the consumer ack. A job whose
+task is already terminal is only acked, so a redelivered job never yields a second event.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+
+from services import metrics
+from services.consumer import Entry, Hooks, LeavePending
+from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, Retrying, job_decoder
+from services.generator.gang import Gang, JobCancelled
+from services.generator.images import ImageLoader
+from services.generator.storage import Storage
+from services.keys import Keys
+from services.tasks import TaskStore
+
+log = structlog.get_logger("wan22.generator")
+
+
+class JobRunner:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        tasks: TaskStore,
+        gang: Gang,
+        storage: Storage,
+        images: ImageLoader,
+        worker: str,
+        default_max_attempts: int,
+    ) -> None:
+        self.redis, self.keys, self.tasks, self.gang = redis, keys, tasks, gang
+        self.storage, self.images, self.worker = storage, images, worker
+        self.default_max_attempts = default_max_attempts
+
+    def hooks(self) -> Hooks:
+        return Hooks(on_retry=self.on_retry, on_dead=self.on_dead, max_attempts=self.max_attempts)
+
+    async def handle(self, entry: Entry) -> None:
+        job = entry.decode(job_decoder)
+        structlog.contextvars.bind_contextvars(task=job.task, attempt=entry.attempt)
+        status = await self.tasks.claim(job.task_id, entry.attempt, self.worker)
+        if status != "running":
+            log.info("job.skipped", status=status)  # already terminal: ack only
+            return
+        if await self.tasks.cancel_requested(job.task_id):
+            await self._cancelled(job, "cancelled before it started")
+            return
+        image = await self.images.load(job.image) if job.image else None
+        await self.gang.ensure_ready()
+        started = time.perf_counter()
+        try:
+            result = await self.gang.run(job, image, entry.attempt, self.worker)
+        except JobCancelled as exc:
+            await self._cancelled(job, f"cancelled at step {exc.step}")
+            return
+        except anyio.get_cancelled_exc_class():
+            # Shutdown past the grace period: stop the ranks, leave the job pending for another gang.
+            with anyio.CancelScope(shield=True):
+                await self.gang.teardown("shutdown while running")
+            raise
+        await self._completed(job, entry, result, time.perf_counter() - started)
+
+    async def _completed(self, job: Job, entry: Entry, result: dict, duration_s: float) -> None:
+        video_url = await self.storage.put(f"{job.task_id}/video.mp4", result["video"], "video/mp4")
+        poster_url = await self.storage.put(f"{job.task_id}/poster.jpg", result["poster"], "image/jpeg")
+        event = Completed(
+            task_id=job.task_id,
+            video_url=video_url,
+            poster_url=poster_url,
+            duration_s=round(duration_s, 3),
+            attempt=entry.attempt,
+        )
+        fields = {"video_url": video_url, "poster_url": poster_url, "progress": 100.0, "error": ""}
+        first = await self.tasks.finish(event, fields)
+        metrics.JOBS.labels(job.task, "completed").inc()
+        metrics.JOB_SECONDS.labels(job.task).observe(duration_s)
+        if result.get("steps"):
+            metrics.STEP_SECONDS.labels(job.task).observe(result["denoise_s"] / result["steps"])
+        log.info(
+            "job.completed",
+            video_url=video_url,
+            duration_s=round(duration_s, 3),
+            first=first,
+            frames=result.get("frames"),
+            denoise_s=round(result.get("denoise_s", 0.0), 3),
+        )
+
+    async def _cancelled(self, job: Job, reason: str) -> None:
+        await self.tasks.finish(Cancelled(task_id=job.task_id, reason=reason), {"error": reason})
+        metrics.JOBS.labels(job.task, "cancelled").inc()
+        log.info("job.cancelled", reason=reason)
+
+    # ---- consumer hooks --------------------------------------------------------------------
+
+    def max_attempts(self, entry: Entry) -> int:
+        try:
+            return entry.decode(job_decoder).max_attempts
+        except Exception:
+            return self.default_max_attempts
+
+    async def on_retry(self, entry: Entry, record: ErrorRecord, delay: float) -> None:
+        task_id = entry.task_id
+        if await self.tasks.cancel_requested(task_id):
+            return  # the next attempt sees the flag and cancels
+        limit = self.max_attempts(entry)
+        event = Retrying(
+            task_id=task_id, attempt=record.attempt, max_attempts=limit, error=record.error, delay_s=round(delay, 3)
+        )
+        await self.tasks.retrying(event)
+        log.warning("job.retrying", error=record.error, delay_s=round(delay, 2))
+
+    async def on_dead(self, entry: Entry, history: list[ErrorRecord], reason: str) -> None:
+        error = history[-1].error if history else reason
+        attempts = sum(1 for r in history if r.kind != "handed_back")
+        event = Failed(task_id=entry.task_id, error=error, attempts=attempts, error_type=reason)
+        if entry.task_id:
+            await self.tasks.finish(event, {"error": error, "attempts": attempts})
+        task = entry.fields.get("task", "") or entry.stream.rsplit(":", 1)[-1]
+        metrics.JOBS.labels(task, "failed").inc()
+        log.error("job.failed", error=error, attempts=attempts, reason=reason)
+
+
+__all__ = ["JobRunner", "LeavePending"]

@@ -1,0 +1,49 @@
+"""Serving a starlette app inside a service's task group (uvicorn, signals left to the runner)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import anyio
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+class Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the service runner owns SIGTERM/SIGINT and stops every part together
+
+
+def server(app: Starlette, host: str, port: int) -> Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    return Server(config)
+
+
+async def serve(srv: Server, done: anyio.Event | None = None) -> None:
+    try:
+        await srv.serve()
+    finally:
+        if done is not None:
+            done.set()
+
+
+def ops_app(ready: Callable[[], bool]) -> Starlette:
+    """/healthz, /readyz and /metrics for services without an HTTP API of their own."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ok = ready()
+        return JSONResponse({"status": "ready" if ok else "starting"}, 200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])

@@ -1,0 +1,100 @@
+"""A real Ray cluster, a tiny demo checkpoint and generator processes for the generator tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ray_cluster import RayCluster
+from tests.redis_server import RedisServer, free_port
+from tests.services_proc import ServiceProcess
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    cluster = RayCluster(num_cpus=4).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    from wan.tiny import make_tiny
+
+    path = tmp_path_factory.mktemp("models") / "demo"
+    make_tiny(path, "ti2v-5B")
+    return path
+
+
+def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3) -> str:
+    return f"""
+[tasks.demo]
+base = "ti2v-5B"
+ckpt_dir = "{ckpt}"
+world_size = 2
+sizes = ["64*64"]
+frame_num = {frames}
+sample_steps = {steps}
+max_attempts = {max_attempts}
+"""
+
+
+class Generator:
+    def __init__(self, proc: ServiceProcess, metrics_url: str, storage: Path) -> None:
+        self.proc, self.metrics_url, self.storage = proc, metrics_url, storage
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.proc and self.proc.proc.poll() is not None:
+                raise RuntimeError(f"generator exited: {self.proc.log_tail()}")
+            try:
+                if httpx.get(self.metrics_url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"generator not ready: {self.proc.log_tail()}")
+
+
+StartGenerator = Callable[..., Generator]
+
+
+@pytest.fixture
+def start_generator(
+    redis_server: RedisServer, ray_cluster: RayCluster, tiny_ckpt: Path, tmp_path: Path
+) -> Iterator[StartGenerator]:
+    procs: list[ServiceProcess] = []
+
+    def start(steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, **env: str) -> Generator:
+        models = tmp_path / f"models-{len(procs)}.toml"
+        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts))
+        port = free_port()
+        storage = tmp_path / "outputs"
+        settings = {
+            "RAY_ADDRESS": ray_cluster.address,
+            "RAY_AUTH_MODE": "disabled",
+            "WAN22_REDIS_URL": redis_server.url,
+            "WAN22_MODELS": str(models),
+            "WAN22_TASK": "demo",
+            "WAN22_STORAGE": str(storage),
+            "WAN22_METRICS_HOST": "127.0.0.1",
+            "WAN22_METRICS_PORT": str(port),
+            "WAN22_LEASE_MS": "3000",
+            "WAN22_BACKOFF_BASE_S": "0.2",
+            "WAN22_GRACE_S": "2",
+        } | env
+        proc = ServiceProcess(["generator"], settings, tmp_path / f"generator-{port}.log").start()
+        procs.append(proc)
+        generator = Generator(proc, f"http://127.0.0.1:{port}", storage)
+        if wait:
+            generator.wait_ready()
+        return generator
+
+    yield start
+    for proc in procs:
+        proc.stop()
