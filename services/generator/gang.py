@@ -134,11 +134,14 @@ class Gang:
                 task.cancel()
 
     async def _gather(self, tasks: list[asyncio.Future[Any]]) -> dict[str, Any]:
+        from ray.exceptions import RayActorError
+
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = [t for t in done if t.exception() is not None]
         if not failed:
             return tasks[0].result()  # type: ignore[no-any-return]
-        if pending:  # a healthy gang fails on every rank at once; give the others a moment
+        died = any(isinstance(t.exception(), RayActorError) for t in failed)
+        if pending and not died:  # a healthy gang fails on every rank at once; give the others a moment
             _, pending = await asyncio.wait(pending, timeout=PEER_GRACE_S)
         errors = [t.exception() for t in tasks if t.done() and t.exception() is not None]
         await self._raise_for(errors, stuck=bool(pending))

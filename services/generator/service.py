@@ -31,6 +31,7 @@ class GeneratorService:
         self.redis, self.keys = redis, keys
         self.name = consumer_name(f"gen-{served.name}")
         self.gang = Gang(served, settings, settings.world_size or served.world_size, self._register_gang)
+        self._heartbeat_s = max(0.5, settings.lease_ms / 3000)
         images = ImageLoader(
             input_root=settings.input_root,
             max_bytes=settings.max_image_bytes,
@@ -71,6 +72,7 @@ class GeneratorService:
         async with anyio.create_task_group() as tg:
             if ops:
                 tg.start_soon(httpserver.serve, ops)
+            tg.start_soon(self._heartbeat)
             try:
                 with self._starting:
                     await self.gang.start()  # ready before claiming: no job waits on a model load
@@ -83,15 +85,24 @@ class GeneratorService:
                         await self.redis.delete(self.keys.gang(self.name))
                 if ops:
                     ops.should_exit = True
+                tg.cancel_scope.cancel()
 
     async def _register_gang(self, members: list[dict]) -> None:
-        """Who is in this gang (rank → node:pid), for operators and `wan22 groups`."""
+        """Who is in this gang (rank → node:pid), for operators and `wan22 groups`; expires unless
+        the heartbeat renews it, so a dead generator's gang disappears on its own."""
         key = self.keys.gang(self.name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping={str(m["rank"]): f"{m['node']}:{m['pid']}" for m in members})
-            pipe.expire(key, 7 * 24 * 3600)
+            pipe.expire(key, max(2, int(self._heartbeat_s * 3)))
             await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self._heartbeat_s)
+            if self.gang.ready:
+                with contextlib.suppress(RedisError):
+                    await self._register_gang(self.gang.members)
 
     def stop(self) -> None:
         self._starting.cancel()

@@ -1,14 +1,22 @@
-"""HTTP clients pinned to checked addresses, one per (origin, address), reused with keep-alive.
+"""HTTP clients pinned to checked addresses, reused with keep-alive.
+
+Each (origin, address) gets a few small clients ("lanes") of at most LANE_SIZE connections
+rather than one client with `webhook_per_endpoint` connections: httpcore's pool re-examines every
+connection (a poll() each) whenever a request starts or ends, so its cost per request grows with
+the pool size and one pool of 100 connections is ten times slower than ten pools of ten.
 
 Resolution results are cached for `dns_ttl_s` (getaddrinfo runs in a thread and would otherwise
-dominate); a name is re-resolved and re-checked after that, so a receiver that moves gets a new
-client while the old one is closed once idle.
+dominate); a name is re-resolved and re-checked after that, so a receiver that moves gets new
+clients while the old ones are closed once idle.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 import httpx
@@ -16,6 +24,7 @@ import httpx
 from services.egress import Network, ResolvedTarget, check_url_syntax, pinned_client, resolve_checked
 
 Origin = tuple[str, str, int]
+LANE_SIZE = 8
 
 
 def origin_of(url: str) -> Origin:
@@ -24,6 +33,12 @@ def origin_of(url: str) -> Origin:
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").rstrip(".").lower(), port
+
+
+@dataclass(slots=True)
+class Lane:
+    client: httpx.AsyncClient
+    busy: int = 0
 
 
 class ClientPool:
@@ -36,26 +51,35 @@ class ClientPool:
         dns_ttl_s: float = 30.0,
         idle_s: float = 60.0,
     ) -> None:
-        self.allow, self.timeout, self.per_endpoint = allow, timeout, per_endpoint
-        self.dns_ttl_s, self.idle_s = dns_ttl_s, idle_s
+        self.allow, self.timeout, self.dns_ttl_s, self.idle_s = allow, timeout, dns_ttl_s, idle_s
+        self.lanes = math.ceil(per_endpoint / LANE_SIZE)
+        self.lane_size = math.ceil(per_endpoint / self.lanes)
         self._resolved: dict[Origin, tuple[float, ResolvedTarget]] = {}
         self._locks: dict[Origin, anyio.Lock] = {}
-        self._clients: dict[tuple[Origin, str], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[Origin, str], list[Lane]] = {}
         self._used: dict[tuple[Origin, str], float] = {}
         self.created = 0  # clients opened so far (tests check that refused URLs opened none)
 
-    async def client_for(self, url: str) -> httpx.AsyncClient:
-        """Raises EgressRefused (not allowed) or OSError (DNS failed)."""
+    @asynccontextmanager
+    async def client(self, url: str) -> AsyncIterator[httpx.AsyncClient]:
+        """The least busy client for `url`. Raises EgressRefused (not allowed) or OSError (DNS)."""
         origin = origin_of(url)
         target = await self._target(origin, url)
         key = (origin, str(target.address))
-        client = self._clients.get(key)
-        if client is None:
-            client = pinned_client(target, self.timeout, max_connections=self.per_endpoint)
-            self._clients[key] = client
-            self.created += 1
+        lanes = self._clients.get(key)
+        if lanes is None:
+            lanes = self._clients[key] = [self._open(target) for _ in range(self.lanes)]
         self._used[key] = time.monotonic()
-        return client
+        lane = min(lanes, key=lambda lane: lane.busy)
+        lane.busy += 1
+        try:
+            yield lane.client
+        finally:
+            lane.busy -= 1
+
+    def _open(self, target: ResolvedTarget) -> Lane:
+        self.created += 1
+        return Lane(pinned_client(target, self.timeout, max_connections=self.lane_size))
 
     async def _target(self, origin: Origin, url: str) -> ResolvedTarget:
         cached = self._resolved.get(origin)
@@ -73,14 +97,17 @@ class ClientPool:
     async def close_idle(self) -> None:
         cutoff = time.monotonic() - self.idle_s
         for key in [k for k, used in self._used.items() if used < cutoff]:
+            lanes = self._clients.get(key, [])
+            if any(lane.busy for lane in lanes):
+                continue
             self._used.pop(key, None)
-            client = self._clients.pop(key, None)
-            if client is not None:
-                await client.aclose()
+            self._clients.pop(key, None)
+            for lane in lanes:
+                await lane.client.aclose()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        self._used.clear()
-        for client in clients:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
+        lanes = [lane for group in self._clients.values() for lane in group]
+        self._clients, self._used = {}, {}
+        with anyio.CancelScope(shield=True):
+            for lane in lanes:
+                await lane.client.aclose()

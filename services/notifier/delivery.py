@@ -37,28 +37,28 @@ class Result:
 
 async def attempt(pool: ClientPool, delivery: Delivery, secrets: list[str], timeout: float) -> Result:
     at, started = now(), time.perf_counter()
+    body = delivery.body.encode()
+    headers = sign_headers(delivery.id, int(time.time()), body, secrets)
+    headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
     try:
-        client = await pool.client_for(delivery.url)
+        # httpx's timeouts apply per phase; this bounds resolution and the whole exchange.
+        with anyio.fail_after(timeout):
+            async with pool.client(delivery.url) as client:
+                result = await _post(client, delivery.url, body, headers)
+    except TimeoutError:
+        result = Result(Attempt(at=at, error=f"timed out after {timeout:g} s"))
     except EgressRefused as exc:
         return Result(Attempt(at=at, error=f"refused: {exc.reason}"), refused=True)
     except OSError as exc:
         return Result(Attempt(at=at, error=f"resolve failed: {exc}", seconds=time.perf_counter() - started))
-    body = delivery.body.encode()
-    headers = sign_headers(delivery.id, int(time.time()), body, secrets)
-    headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
-    result = await _post(client, delivery.url, body, headers, timeout)
     result.attempt.at, result.attempt.seconds = at, time.perf_counter() - started
     return result
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Result:
+async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Result:
     try:
-        # httpx's timeout applies per read; this bounds the whole exchange (a trickling receiver).
-        with anyio.fail_after(timeout):
-            async with client.stream("POST", url, content=body, headers=headers) as response:
-                text = await _read_some(response)
-    except TimeoutError:
-        return Result(Attempt(at=0, error=f"timed out after {timeout:g} s"))
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            text = await _read_some(response)
     except EgressRefused as exc:
         return Result(Attempt(at=0, error=f"refused: {exc.reason}"), refused=True)
     except httpx.HTTPError as exc:

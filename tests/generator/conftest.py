@@ -64,11 +64,12 @@ class Generator:
 StartGenerator = Callable[..., Generator]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def start_generator(
-    redis_server: RedisServer, ray_cluster: RayCluster, tiny_ckpt: Path, tmp_path: Path
+    redis_server: RedisServer, ray_cluster: RayCluster, tiny_ckpt: Path, tmp_path_factory
 ) -> Iterator[StartGenerator]:
     procs: list[ServiceProcess] = []
+    tmp_path = tmp_path_factory.mktemp("generator")
 
     def start(steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, **env: str) -> Generator:
         models = tmp_path / f"models-{len(procs)}.toml"
@@ -98,3 +99,9 @@ def start_generator(
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def generator(start_generator: StartGenerator) -> Generator:
+    """One gang shared by the tests of a module (each test still gets a flushed Redis)."""
+    return start_generator()

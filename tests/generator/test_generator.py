@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.generator.helpers import KEYS, events_for, pending, progress_steps, submit, wait_status
+import anyio
+
+from services.tasks import TaskStore
+from tests.generator.helpers import (
+    KEYS,
+    events_for,
+    pending,
+    progress_steps,
+    submit,
+    wait_status,
+    wait_step,
+)
 from wan.video import probe_mp4
 
 
-async def test_job_runs_on_the_gang_and_completes_once(redis, start_generator):
-    generator = start_generator()
+async def test_job_runs_on_the_gang_and_completes_once(redis, generator):
     task_id = await submit(redis, steps=4)
     state = await wait_status(redis, task_id, {"completed", "failed"})
     assert state["status"] == "completed", state
@@ -22,10 +34,61 @@ async def test_job_runs_on_the_gang_and_completes_once(redis, start_generator):
     assert kinds == ["accepted", "started", "completed"]
     assert float(state["progress"]) == 100.0
     assert await pending(redis) == 0
-    members = await redis.hgetall(KEYS.gang(next(iter(await _gang_keys(redis)))))
-    assert set(members) == {"0", "1"}
-    assert generator.proc.proc.poll() is None
 
 
-async def _gang_keys(redis) -> list[str]:
-    return [key.removeprefix(f"{KEYS.prefix}:gang:") async for key in redis.scan_iter(f"{KEYS.prefix}:gang:*")]
+async def test_redelivered_job_of_a_terminal_task_is_only_acked(redis, generator):
+    task_id = await submit(redis, steps=4)
+    await wait_status(redis, task_id, {"completed"})
+    [(_, fields)] = [row for row in await redis.xrange(KEYS.jobs("demo"))]
+    await redis.xadd(KEYS.jobs("demo"), fields)  # the same job delivered again
+    for _ in range(50):
+        if await pending(redis) == 0 and len(await redis.xrange(KEYS.jobs("demo"))) == 2:
+            break
+    state = await wait_status(redis, task_id, {"completed"})
+    await _wait_no_pending(redis)
+    kinds = [kind for kind, _ in await events_for(redis, task_id)]
+    assert kinds.count("completed") == 1 and state["status"] == "completed"
+
+
+async def _wait_no_pending(redis) -> None:
+    with anyio.fail_after(30):
+        while await pending(redis) or int((await redis.xinfo_groups(KEYS.jobs("demo")))[0]["lag"] or 0):
+            await anyio.sleep(0.1)
+
+
+async def test_cancel_mid_run_stops_within_a_step(redis, generator):
+    task_id = await submit(redis, steps=40)
+    await wait_step(redis, task_id, 2)
+    outcome = await TaskStore(redis, KEYS).cancel(task_id)
+    at_cancel = int((await redis.hgetall(KEYS.task(task_id)))["step"])
+    state = await wait_status(redis, task_id, {"cancelled", "completed"})
+    assert outcome == "cancelling" and state["status"] == "cancelled"
+    steps = await progress_steps(redis, task_id)
+    assert max(steps) <= at_cancel + 1 < 40  # stopped at the next step
+    assert not state.get("video_url")
+    assert not (generator.storage / task_id).exists()
+    kinds = [kind for kind, _ in await events_for(redis, task_id)]
+    assert kinds == ["accepted", "started", "cancelled"]
+    await _wait_no_pending(redis)
+
+
+async def test_killed_rank_rebuilds_the_gang_and_the_job_completes(redis, generator):
+    task_id = await submit(redis, steps=30)
+    await wait_step(redis, task_id, 3)
+    with anyio.fail_after(10):
+        while not (gang_keys := [key async for key in redis.scan_iter(f"{KEYS.prefix}:gang:*")]):
+            await anyio.sleep(0.2)
+    [gang_key] = gang_keys
+    _, pid = (await redis.hget(gang_key, "1")).rsplit(":", 1)
+    os.kill(int(pid), signal.SIGKILL)
+    state = await wait_status(redis, task_id, {"completed", "failed"}, timeout=240)
+    assert state["status"] == "completed", state
+    kinds = [kind for kind, _ in await events_for(redis, task_id)]
+    assert kinds.count("completed") == 1 and "retrying" in kinds
+    assert kinds.index("retrying") < kinds.index("completed")
+    with anyio.fail_after(10):
+        while not await redis.hget(gang_key, "1"):
+            await anyio.sleep(0.2)
+    new_pid = (await redis.hget(gang_key, "1")).rsplit(":", 1)[1]
+    assert new_pid != pid  # a new gang ran it
+    await _wait_no_pending(redis)
