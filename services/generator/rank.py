@@ -16,7 +16,7 @@ import msgspec
 import redis as redis_sync
 import structlog
 
-from services.contracts import Job, Progress, Started, TaskState, encode, event_entry, job_decoder, now, state_to_hash
+from services.contracts import Job, Progress, Started, encode, event_entry, job_decoder, now, state_to_hash
 from services.keys import Keys
 from services.models_config import ServedTask
 
@@ -147,17 +147,17 @@ class _Reporter:
             attempt=self.attempt,
             ts=now(),
         )
-        state = TaskState(
-            task_id=self.job.task_id,
-            status="running",
-            progress=progress.percent,
-            step=info.step,
-            total=info.total,
-            expert=info.expert,
-            updated_at=progress.ts,
+        # Only the fields a step changes: the rest of the hash belongs to ingest and the driver.
+        fields = state_to_hash(
+            {
+                "status": "running",
+                "progress": progress.percent,
+                "step": info.step,
+                "total": info.total,
+                "expert": info.expert,
+                "updated_at": progress.ts,
+            }
         )
-        fields = state_to_hash(state)
-        del fields["task_id"]
         assert self.actor.redis is not None
         try:
             pipe = self.actor.redis.pipeline(transaction=False)

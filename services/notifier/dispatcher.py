@@ -24,9 +24,10 @@ from services.keys import Keys
 from services.notifier import dlq, store
 from services.notifier.clients import ClientPool, Origin, origin_of
 from services.notifier.delivery import Result, attempt
+from services.notifier.recorder import Recorder
 from services.notifier.schedule import RetrySchedule
 from services.notifier.settings import NotifierSettings
-from services.notifier.store import TASK_TARGET, Claimed
+from services.notifier.store import TASK_TARGET, Claimed, Outcome
 from services.notifier.subscriptions import SubscriptionCache, disable
 
 log = structlog.get_logger("wan22.notifier")
@@ -71,6 +72,7 @@ class Dispatcher:
         self._active = 0
         self._wake, self._slot, self._stop, self._idle = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self.recorder = Recorder(redis, keys, self._held.difference_update)
 
     def wake(self) -> None:
         """New deliveries are due (saves waiting for the next poll)."""
@@ -86,12 +88,14 @@ class Dispatcher:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._housekeeping)
+                tg.start_soon(self.recorder.run)
                 task_status.started()
                 await self._claim_loop()
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._flush_outcomes()
                 await self._put_back_held()
                 await self.pool.aclose()
 
@@ -159,17 +163,17 @@ class Dispatcher:
         try:
             if from_backlog:  # it waited: renew the lease before the attempt
                 await store.extend(self.redis, self.keys, c.delivery.id, now() + self.lease_s)
-            await self._attempt_and_record(c)
+            await self._attempt(c)
         except Exception as exc:  # Redis trouble: the lease runs out and the delivery comes back
-            log.warning("notifier.record_failed", delivery=c.delivery.id, error=f"{type(exc).__name__}: {exc}")
+            log.warning("notifier.attempt_aborted", delivery=c.delivery.id, error=f"{type(exc).__name__}: {exc}")
+            self._held.discard(c.delivery.id)
         finally:
             ep.active -= 1
             self._active -= 1
             self._slot.set()
             if not self._active:
                 self._idle.set()
-        self._held.discard(c.delivery.id)  # not reached when cancelled: shutdown puts it back
-        self._next_from_backlog(ep, origin)
+        self._next_from_backlog(ep, origin)  # not reached when cancelled
 
     def _next_from_backlog(self, ep: Endpoint, origin: Origin) -> None:
         if ep.backlog and not self._stop.is_set():
@@ -177,27 +181,27 @@ class Dispatcher:
         elif not ep.active and not ep.backlog:
             self._endpoints.pop(origin, None)
 
-    async def _attempt_and_record(self, c: Claimed) -> None:
-        d = c.delivery
+    async def _attempt(self, c: Claimed) -> None:
+        """One attempt; its outcome goes to the recorder (which releases the claim)."""
         if c.lost >= MAX_LOST:
-            await self._dead(c, "lost")
+            self._dead(c, "lost")
             return
         secrets = await self._secrets_for(c)
         if secrets is None:
-            await store.finish(self.redis, self.keys, c, "dropped")
+            self.recorder.add(Outcome("finish", c, "dropped"))
             metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
-            log.info("notifier.dropped", delivery=d.id, target=d.target, reason="subscription removed or disabled")
+            log.info("notifier.dropped", delivery=c.delivery.id, target=c.delivery.target, reason="no subscription")
             return
-        result = await attempt(self.pool, d, secrets, self.timeout)
+        result = await attempt(self.pool, c.delivery, secrets, self.timeout)
         c.attempts.append(result.attempt)
         metrics.WEBHOOK_SECONDS.observe(result.attempt.seconds)
-        await self._record(c, result)
+        await self._decide(c, result)
 
-    async def _record(self, c: Claimed, result: Result) -> None:
+    async def _decide(self, c: Claimed, result: Result) -> None:
         d, a = c.delivery, result.attempt
         fields = {"delivery": d.id, "task_id": d.task_id, "target": d.target, "attempt": len(c.attempts)}
         if result.ok:
-            await store.finish(self.redis, self.keys, c, "delivered")
+            self.recorder.add(Outcome("finish", c, "delivered"))
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             log.debug("notifier.delivered", status=a.status, seconds=round(a.seconds, 3), **fields)
         elif result.gone:
@@ -205,31 +209,29 @@ class Dispatcher:
         elif result.refused:
             metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
             log.warning("notifier.refused", error=a.error, **fields)
-            await self._dead(c, "refused")
+            self._dead(c, "refused")
         else:
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             delay = self.schedule.next_delay(len(c.attempts), result.retry_after)
             log.warning("notifier.attempt_failed", status=a.status, error=a.error, retry_in=delay, **fields)
             if delay is None:
-                await self._dead(c, "exhausted")
+                self._dead(c, "exhausted")
             else:
-                await store.reschedule(self.redis, self.keys, c, now() + delay)
+                self.recorder.add(Outcome("retry", c, now() + delay))
 
     async def _gone(self, c: Claimed) -> None:
         """410: the receiver asks never to be called again; a subscription is disabled."""
-        await store.finish(self.redis, self.keys, c, "gone")
+        self.recorder.add(Outcome("finish", c, "gone"))
         metrics.WEBHOOK_DELIVERIES.labels("gone").inc()
         if c.delivery.target != TASK_TARGET:
             await disable(self.redis, self.keys, c.delivery.target, "receiver answered 410 Gone")
             self.subs.invalidate()
         log.warning("notifier.gone", delivery=c.delivery.id, target=c.delivery.target, url=c.delivery.url)
 
-    async def _dead(self, c: Claimed, reason: str) -> None:
-        dlq_id = await dlq.dead_letter(self.redis, self.keys, c, reason)
+    def _dead(self, c: Claimed, reason: str) -> None:
+        self.recorder.add(Outcome("dead", c, dlq.letter_payload(c, reason)))
         metrics.WEBHOOK_DEAD.labels(reason).inc()
-        log.error(
-            "notifier.dead_lettered", delivery=c.delivery.id, task_id=c.delivery.task_id, reason=reason, dlq_id=dlq_id
-        )
+        log.error("notifier.dead_lettered", delivery=c.delivery.id, task_id=c.delivery.task_id, reason=reason)
 
     async def _secrets_for(self, c: Claimed) -> list[str] | None:
         if c.delivery.target == TASK_TARGET:
@@ -250,6 +252,12 @@ class Dispatcher:
             self._idle = anyio.Event()
             with anyio.move_on_after(self.grace_s):
                 await self._idle.wait()
+
+    async def _flush_outcomes(self) -> None:
+        try:
+            await self.recorder.flush()
+        except RedisError as exc:
+            log.warning("notifier.record_failed", error=str(exc))
 
     async def _put_back_held(self) -> None:
         try:

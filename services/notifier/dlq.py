@@ -9,9 +9,7 @@ from redis.asyncio import Redis
 from services.contracts import now
 from services.keys import Keys
 from services.notifier import store
-from services.notifier.store import Attempt, Claimed, Delivery
-
-ENTRY_TYPE = "webhook_dead_letter"
+from services.notifier.store import Attempt, Claimed, Delivery, Outcome
 
 
 class WebhookDeadLetter(msgspec.Struct, kw_only=True):
@@ -24,16 +22,14 @@ class WebhookDeadLetter(msgspec.Struct, kw_only=True):
 _decoder = msgspec.json.Decoder(WebhookDeadLetter)
 
 
+def letter_payload(c: Claimed, reason: str) -> str:
+    return store.encode(WebhookDeadLetter(delivery=c.delivery, attempts=c.attempts, reason=reason, dead_at=now()))
+
+
 async def dead_letter(redis: Redis, keys: Keys, c: Claimed, reason: str) -> str:
-    """Write the letter and take the delivery off the schedule in one transaction."""
-    letter = WebhookDeadLetter(delivery=c.delivery, attempts=c.attempts, reason=reason, dead_at=now())
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(
-            keys.webhook_dlq, {"type": ENTRY_TYPE, "task_id": c.delivery.task_id, "payload": store.encode(letter)}
-        )
-        store.finish_in(pipe, keys, c, "dead")
-        results = await pipe.execute()
-    return str(results[0])
+    """Write the letter and take the delivery off the schedule atomically; returns its id."""
+    [dlq_id] = await store.apply(redis, keys, [Outcome("dead", c, letter_payload(c, reason))])
+    return dlq_id
 
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 1000) -> list[tuple[str, WebhookDeadLetter]]:

@@ -54,7 +54,7 @@ class Notifier:
         self.dispatcher = Dispatcher(self.redis, self.keys, self.settings, secrets, self.subs, poll_s=self.poll_s)
         schedule = RetrySchedule(self.settings.schedule, self.settings.webhook_jitter)
         fanout = FanOut(self.redis, self.keys, self.subs, schedule, self.dispatcher.wake)
-        consumer_settings = self.settings.consumer(concurrency=256, batch=256)
+        consumer_settings = self.settings.consumer(concurrency=64, batch=64)
         self.consumer = StreamConsumer(
             self.redis, self.keys, self.keys.events, NOTIFIER_GROUP, self.name, fanout, consumer_settings
         )

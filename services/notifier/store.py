@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from services.keys import Keys
 
@@ -92,6 +92,33 @@ end
 return out
 """
 
+# KEYS: schedule, webhook DLQ. ARGV: delivery key prefix, TTL of finished records, then
+# (op, id, attempts, arg, task id) groups; see `Outcome`. Finished records lose their body and
+# stay until the TTL so a redelivered event is still recognised.
+_APPLY = """
+local dead = {}
+for i = 3, #ARGV, 5 do
+  local op, id, attempts, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = ARGV[1] .. id
+  if op == 'retry' then
+    redis.call('HSET', key, 'attempts', attempts)
+    redis.call('ZADD', KEYS[1], arg, id)
+  else
+    local status = arg
+    if op == 'dead' then
+      local fields = {'type', 'webhook_dead_letter', 'task_id', ARGV[i + 4], 'payload', arg}
+      dead[#dead + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+      status = 'dead'
+    end
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'status', status, 'attempts', attempts)
+    redis.call('HDEL', key, 'record')
+    redis.call('EXPIRE', key, ARGV[2])
+  end
+end
+return dead
+"""
+
 
 def delivery_id(stream: str, entry_id: str, target: str) -> str:
     """Deterministic per (event entry, target): the idempotency key and the `webhook-id`."""
@@ -129,26 +156,26 @@ async def next_due(redis: Redis, keys: Keys) -> float | None:
     return float(rows[0][1]) if rows else None
 
 
-async def reschedule(redis: Redis, keys: Keys, c: Claimed, due: float) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.webhook_delivery(c.delivery.id), "attempts", encode(c.attempts))
-        pipe.zadd(keys.webhook_schedule, {c.delivery.id: due})
-        await pipe.execute()
+@dataclass(slots=True)
+class Outcome:
+    """What an attempt decided: `retry` (arg: due time), `finish` (arg: delivered / gone /
+    dropped) or `dead` (arg: the dead-letter payload)."""
+
+    op: Literal["retry", "finish", "dead"]
+    claimed: Claimed
+    arg: str | float
+
+
+async def apply(redis: Redis, keys: Keys, outcomes: list[Outcome]) -> list[str]:
+    """Record many outcomes in one script call (each one atomically); returns the dead-letter ids."""
+    args: list[str | float] = [keys.webhook_delivery(""), DONE_TTL_S]
+    for o in outcomes:
+        args += [o.op, o.claimed.delivery.id, encode(o.claimed.attempts), o.arg, o.claimed.delivery.task_id]
+    return [str(i) for i in await redis.eval(_APPLY, 2, keys.webhook_schedule, keys.webhook_dlq, *args)]
 
 
 async def finish(redis: Redis, keys: Keys, c: Claimed, status: str) -> None:
-    """delivered / gone / dropped: off the schedule; the record stays a while, without its body."""
-    async with redis.pipeline(transaction=True) as pipe:
-        finish_in(pipe, keys, c, status)
-        await pipe.execute()
-
-
-def finish_in(pipe: Pipeline, keys: Keys, c: Claimed, status: str) -> None:
-    key = keys.webhook_delivery(c.delivery.id)
-    pipe.zrem(keys.webhook_schedule, c.delivery.id)
-    pipe.hset(key, mapping={"status": status, "attempts": encode(c.attempts)})
-    pipe.hdel(key, "record")
-    pipe.expire(key, DONE_TTL_S)
+    await apply(redis, keys, [Outcome("finish", c, status)])
 
 
 async def put_back(redis: Redis, keys: Keys, ids: list[str], due: float) -> None:
