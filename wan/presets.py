@@ -105,3 +105,28 @@ def derive_preset(base: TaskPreset, name: str, overrides: dict[str, object]) -> 
         raise ValueError(f"unknown preset fields: {sorted(unknown)}")
     fields = msgspec.structs.asdict(base) | dict(overrides) | {"name": name}
     return msgspec.convert(fields, TaskPreset, strict=False)
+
+
+def expert_guidance(
+    preset: TaskPreset, value: float | list[float] | tuple[float, ...] | None = None
+) -> tuple[float, float | None]:
+    """A job's guidance as (guide_scale, guide_scale_2) in diffusers' order.
+
+    diffusers' `guidance_scale` drives the high-noise expert (`transformer`, and the only expert of
+    single-expert models) and `guidance_scale_2` the low-noise expert (`transformer_2`). Wan2.2's
+    own order, kept by presets and requests, is (low-noise, high-noise). `value` is a request's
+    override: one number for both experts, or a (low, high) pair.
+    """
+    if value is None:
+        low, high = preset.guide_scale
+    elif isinstance(value, (int, float)):
+        low = high = float(value)
+    elif len(value) == 2:
+        low, high = (float(v) for v in value)
+    elif len(value) == 1:
+        low = high = float(value[0])
+    else:
+        raise ValueError(f"guide_scale must be a number or a (low-noise, high-noise) pair, got {value!r}")
+    if preset.boundary_ratio is None:
+        return (low, None)
+    return (high, low)

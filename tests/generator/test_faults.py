@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import time
 
-import anyio
 import pytest
 
 from services.consumer import list_dead

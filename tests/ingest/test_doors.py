@@ -56,7 +56,7 @@ async def test_original_curl_body_is_accepted_and_normalized(redis, ingest_url):
     [job] = await jobs(redis, "i2v-A14B")
     assert job.task_id == body["task_id"]
     assert (job.width, job.height, job.frame_num, job.sample_steps) == (832, 480, 81, 40)
-    assert (job.sample_shift, job.guide_scale, job.guide_scale_2, job.fps) == (5.0, 3.5, 3.5, 16)
+    assert (job.sample_shift, job.guide_scale, job.fps) == (5.0, (3.5, 3.5), 16)
     assert job.image == "/path/in/pod/to/image.jpg"
     state = await redis.hgetall(KEYS.task(job.task_id))
     assert state["status"] == "queued" and state["task"] == "i2v-A14B"
@@ -79,8 +79,8 @@ async def test_flat_fields_as_go_redis_sends_them(redis, ingest_url):
     accepted = await wait_for_event(redis, "accepted", entry_id)
     assert accepted["task_id"] == "go-123"
     [job] = await jobs(redis, "demo")
-    assert (job.width, job.height, job.seed, job.frame_num, job.guide_scale) == (96, 64, 42, 9, 4.5)
-    assert job.guide_scale_2 is None and job.metadata == {"user": "u1"} and job.fps == 24
+    assert (job.width, job.height, job.seed, job.frame_num, job.guide_scale) == (96, 64, 42, 9, (4.5, 4.5))
+    assert job.metadata == {"user": "u1"} and job.fps == 24
     with anyio.fail_after(5):
         while await ingest_pending(redis):
             await anyio.sleep(0.02)
