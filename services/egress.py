@@ -13,12 +13,18 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import sys
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
 import httpx
+
+try:  # httpcore asks `import sniffio` on every lock it takes; anyio 4 no longer installs it.
+    import sniffio  # noqa: F401
+except ImportError:  # remember the miss so each of those imports fails at once, not by a path search
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

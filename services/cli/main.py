@@ -15,6 +15,9 @@ COMMAND_MODULES = (
     "services.ingest.cli",
     "services.generator.cli",
     "services.notifier.cli",
+    "services.cli.tasks_cmd",
+    "services.cli.ops_cmd",
+    "services.stack.cli",
     "services.cli.schema_cmd",
     "wan.cli",
 )

@@ -68,7 +68,9 @@ class StreamConsumer:
         self.handler = handler
         self.settings = settings or ConsumerSettings()
         self.hooks = hooks or Hooks()
-        self._inflight: dict[str, anyio.CancelScope] = {}
+        # Entries claimed and not yet finished (queued for a worker or being handled).
+        self._inflight: set[str] = set()
+        self._queue_in, self._queue_out = anyio.create_memory_object_stream[Entry](math.inf)
         self._free = self.settings.concurrency
         self._slot_freed = anyio.Event()
         self._idle = anyio.Event()
@@ -77,7 +79,6 @@ class StreamConsumer:
         self._stale_history: list[str] = []  # attempt-history keys of acked entries
         self._ack_ready = anyio.Event()
         self._stop = anyio.Event()
-        self._handlers: anyio.abc.TaskGroup | None = None
         labels = (stream, group)
         self._m_acked = metrics.CONSUMER_ACKED.labels(*labels)
         self._m_retries = metrics.CONSUMER_RETRIES.labels(*labels)
@@ -105,7 +106,10 @@ class StreamConsumer:
             loops.start_soon(self._reclaim_loop)
             loops.start_soon(self._trim_loop)
             async with anyio.create_task_group() as handlers:
-                self._handlers = handlers
+                # A fixed pool of workers rather than a task per entry: spawning and scoping a task
+                # costs more than a fast handler does.
+                for _ in range(self.settings.concurrency):
+                    handlers.start_soon(self._worker)
                 task_status.started()
                 with anyio.CancelScope() as read_scope:
                     loops.start_soon(self._cancel_on_stop, read_scope)
@@ -200,24 +204,27 @@ class StreamConsumer:
     def _spawn(self, entry: Entry) -> None:
         if entry.id in self._inflight:
             return
-        assert self._handlers is not None
         self._free -= 1
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        self._inflight[entry.id] = anyio.CancelScope()
-        self._handlers.start_soon(self._process, entry)
+        self._inflight.add(entry.id)
+        self._queue_in.send_nowait(entry)
+
+    async def _worker(self) -> None:
+        async for entry in self._queue_out:
+            # Each worker has its own context: binding overwrites the previous entry's ids.
+            structlog.contextvars.bind_contextvars(entry_id=entry.id, task_id=entry.task_id)
+            await self._process(entry)
 
     async def _process(self, entry: Entry) -> None:
-        scope = self._inflight[entry.id]
         started = time.perf_counter()
         try:
-            with scope, structlog.contextvars.bound_contextvars(entry_id=entry.id, task_id=entry.task_id):
-                await self._attempts(entry)
+            await self._attempts(entry)
         except Exception as exc:
             # Bookkeeping or a hook failed (Redis down): leave it pending; a reclaim retries it.
             log.warning("consumer.left_pending", error=f"{type(exc).__name__}: {exc}")
         finally:
             self._m_seconds.observe(time.perf_counter() - started)
-            del self._inflight[entry.id]
+            self._inflight.discard(entry.id)
             self._free += 1
             self._slot_freed.set()
             if not self._inflight:

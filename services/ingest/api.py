@@ -120,7 +120,7 @@ class Api:
         task_id = request.path_params["task_id"]
         if not await self.redis.exists(self.keys.task(task_id)):
             raise ApiError(404, "no such task", "task_id", "not_found")
-        stream = task_events(self.redis, self.keys, self.door.tasks, task_id)
+        stream = task_events(self.redis, self.keys, task_id)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 

@@ -58,6 +58,7 @@ class ClientPool:
         self._locks: dict[Origin, anyio.Lock] = {}
         self._clients: dict[tuple[Origin, str], list[Lane]] = {}
         self._used: dict[tuple[Origin, str], float] = {}
+        self._tls = httpx.create_ssl_context()  # one for all clients: loading CA roots is slow
         self.created = 0  # clients opened so far (tests check that refused URLs opened none)
 
     @asynccontextmanager
@@ -79,7 +80,7 @@ class ClientPool:
 
     def _open(self, target: ResolvedTarget) -> Lane:
         self.created += 1
-        return Lane(pinned_client(target, self.timeout, max_connections=self.lane_size))
+        return Lane(pinned_client(target, self.timeout, max_connections=self.lane_size, verify=self._tls))
 
     async def _target(self, origin: Origin, url: str) -> ResolvedTarget:
         cached = self._resolved.get(origin)

@@ -1,0 +1,54 @@
+"""Following one task: its state, then its progress and lifecycle entries until it is terminal.
+Shared by the SSE endpoint, `wan22 watch` and `wan22 submit --wait`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+from redis.asyncio import Redis
+
+from services.contracts import TERMINAL, TaskState
+from services.keys import Keys
+from services.tasks import TaskStore
+
+KEEPALIVE_MS = 15_000
+
+
+async def last_id(redis: Redis, stream: str) -> str:
+    newest = await redis.xrevrange(stream, count=1)
+    return newest[0][0] if newest else "0-0"
+
+
+async def follow(
+    redis: Redis, keys: Keys, task_id: str, block_ms: int = KEEPALIVE_MS
+) -> AsyncIterator[tuple[str, str, bytes | str]]:
+    """Yields (kind, entry id, JSON payload): first ("state", "", TaskState JSON), then every
+    progress and lifecycle entry of the task, ending after a terminal one; ("keepalive", "", "")
+    when nothing happened for `block_ms`. Nothing if the task does not exist."""
+    # Positions first, snapshot second: whatever happens in between is read from the streams.
+    cursors = {keys.progress: await last_id(redis, keys.progress), keys.events: await last_id(redis, keys.events)}
+    state = await TaskStore(redis, keys).get(task_id)
+    if state is None:
+        return
+    yield "state", "", msgspec.json.encode(state)
+    if state.status in TERMINAL:
+        return
+    while True:
+        response = await redis.xread(cursors, block=block_ms, count=500)
+        if not response:
+            yield "keepalive", "", ""
+            continue
+        for stream, rows in response:
+            for entry_id, fields in rows:
+                cursors[stream] = entry_id
+                if fields.get("task_id") != task_id:
+                    continue
+                kind = fields.get("type", "progress")
+                yield kind, entry_id, fields.get("payload", "{}")
+                if kind in TERMINAL:
+                    return
+
+
+def state_of(payload: bytes | str) -> TaskState:
+    return msgspec.json.decode(payload, type=TaskState)

@@ -1,0 +1,124 @@
+"""`wan22 up`: the whole stack on one machine as child processes (ingest, notifier, one generator per
+configured task), with an embedded Redis (AOF on) and Ray head when none is configured."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+
+from services.models_config import load_models
+from services.stack.defaults import STATE_DIR, demo_models
+from services.stack.ray_head import RayHead
+from services.stack.redis_server import RedisServer, free_port
+from services.stack.supervisor import Child, Supervisor
+
+log = structlog.get_logger("wan22.up")
+
+
+@dataclass
+class StackOptions:
+    state_dir: Path = STATE_DIR
+    http_port: int = 8000
+    storage: str = "./outputs"
+    fsync: str = "everysec"  # "always": no acknowledged write is lost when Redis restarts
+    world_size: int = 1  # of the demo task
+    only: list[str] = field(default_factory=list)  # tasks to start generators for (default: all configured)
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.redis: RedisServer | None = None
+        self.ray: RayHead | None = None
+        self.env: dict[str, str] = {}
+        self.generator_ports: dict[str, int] = {}
+        self.supervisor: Supervisor | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.http_port}"
+
+    async def start(self) -> None:
+        """Bring up what is not configured, then describe the children (they start in `run`)."""
+        self.env = {
+            "WAN22_REDIS_URL": await self._redis_url(),
+            "WAN22_MODELS": self._models(),
+            "WAN22_STORAGE": os.environ.get("WAN22_STORAGE", str(Path(self.options.storage).resolve())),
+            "WAN22_LOG_FORMAT": os.environ.get("WAN22_LOG_FORMAT", "console"),
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        }
+        tasks = self._generator_tasks()
+        if tasks:
+            self.env["RAY_ADDRESS"] = await self._ray_address(tasks)
+        self.supervisor = Supervisor(self._children(tasks))
+
+    async def _redis_url(self) -> str:
+        if os.environ.get("WAN22_REDIS_URL"):
+            return os.environ["WAN22_REDIS_URL"]
+        self.redis = RedisServer(appendonly=True, fsync=self.options.fsync, data_dir=self.options.state_dir / "redis")
+        await anyio.to_thread.run_sync(self.redis.start)
+        log.info("up.redis", url=self.redis.url, data=str(self.redis.dir), appendfsync=self.options.fsync)
+        return self.redis.url
+
+    def _models(self) -> str:
+        if os.environ.get("WAN22_MODELS"):
+            return os.environ["WAN22_MODELS"]
+        return str(demo_models(self.options.state_dir, self.options.world_size))
+
+    def _generator_tasks(self) -> dict[str, int]:
+        """Configured tasks whose checkpoint is present, with their world sizes."""
+        served = load_models(self.env["WAN22_MODELS"]).tasks
+        wanted = self.options.only or [name for name, task in served.items() if task.ckpt_dir]
+        missing = [name for name in wanted if name not in served or not Path(served[name].ckpt_dir).is_dir()]
+        for name in missing:
+            log.warning("up.no_checkpoint", task=name, hint="set ckpt_dir in the models configuration")
+        return {name: served[name].world_size for name in wanted if name not in missing}
+
+    async def _ray_address(self, tasks: dict[str, int]) -> str:
+        if os.environ.get("RAY_ADDRESS"):
+            return os.environ["RAY_ADDRESS"]
+        self.ray = RayHead(num_cpus=max(os.cpu_count() or 1, sum(tasks.values())))
+        await anyio.to_thread.run_sync(self.ray.start)
+        log.info("up.ray", address=self.ray.address)
+        return self.ray.address
+
+    def _children(self, tasks: dict[str, int]) -> list[Child]:
+        wan22 = [sys.executable, "-m", "services.cli.main"]
+        children = [
+            Child("ingest", [*wan22, "ingest"], {"WAN22_HTTP_PORT": str(self.options.http_port)}),
+            Child("notifier", [*wan22, "notifier"], {"WAN22_METRICS_PORT": str(free_port())}),
+        ]
+        for task in tasks:
+            self.generator_ports[task] = free_port()
+            env = {
+                "WAN22_TASK": task,
+                "WAN22_METRICS_PORT": str(self.generator_ports[task]),
+                "WAN22_METRICS_HOST": "127.0.0.1",
+            }
+            children.append(Child(f"gen:{task}", [*wan22, "generator"], env))
+        for child in children:
+            child.env = self.env | child.env
+        return children
+
+    async def run(self) -> None:
+        assert self.supervisor is not None
+        try:
+            await self.supervisor.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stop_embedded()
+
+    def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
+
+    async def _stop_embedded(self) -> None:
+        if self.ray:
+            await anyio.to_thread.run_sync(self.ray.stop)
+        if self.redis:
+            await anyio.to_thread.run_sync(self.redis.stop)
