@@ -14,7 +14,8 @@ lint: setup
 	$(VENV)/bin/ruff check services wan tests bench
 	$(VENV)/bin/ruff format --check services wan tests bench
 
-test: setup lint
+test: lint
+	@bash scripts/bootstrap.sh test
 	$(PY) -m pytest -q -m "not soak"
 
 soak: setup

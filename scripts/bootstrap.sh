@@ -26,12 +26,21 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
+APT_UPDATED=""
+need() {  # need COMMAND DEBIAN_PACKAGE... : install the packages when COMMAND is missing
+  local command=$1; shift
+  command -v "$command" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing redis-server from Debian"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    echo "==> installing $* from Debian"
+    [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   else
-    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)" >&2
+    echo "$command is missing: install it (Debian/Ubuntu: sudo apt-get install $*)" >&2
     exit 1
   fi
+}
+
+need redis-server redis-server
+if [ "${1:-}" = "test" ]; then
+  need chromium chromium chromium-driver  # the dashboard's end-to-end test
 fi

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.cli.main import CliError
+from services.cli.errors import CliError
 from services.keys import Keys
 from services.redisconn import connect
 from services.settings import CommonSettings, load

@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from services.cli.errors import CliError
 from services.settings import SettingsError
 
 # Modules that add subcommands, in help order.
@@ -21,14 +22,6 @@ COMMAND_MODULES = (
     "services.cli.schema_cmd",
     "wan.cli",
 )
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:

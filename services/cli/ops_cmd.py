@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from services import monitor
 from services.cli import common
-from services.cli.main import CliError
+from services.cli.errors import CliError
 from services.consumer import get_dead, list_dead, purge
 from services.keys import Keys
 from services.models_config import load_models

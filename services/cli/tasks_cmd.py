@@ -12,7 +12,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from services.cli import common
-from services.cli.main import CliError
+from services.cli.errors import CliError
 from services.contracts import TaskState
 from services.follow import follow, last_id
 from services.keys import Keys

@@ -8,7 +8,7 @@ import os
 import anyio
 
 from services import logs, settings
-from services.cli.main import CliError
+from services.cli.errors import CliError
 from services.generator.settings import GeneratorSettings
 from services.models_config import ServedTask, load_models
 from services.redisconn import connect

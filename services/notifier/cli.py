@@ -108,7 +108,7 @@ async def _with_redis(command: Command, settings: NotifierSettings, args: argpar
 
 
 def _fail(message: str, code: int = 1) -> Exception:
-    from services.cli.main import CliError
+    from services.cli.errors import CliError
 
     return CliError(message, code)
 

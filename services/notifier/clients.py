@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import anyio
 import httpx
@@ -27,6 +28,7 @@ Origin = tuple[str, str, int]
 LANE_SIZE = 8
 
 
+@lru_cache(maxsize=4096)
 def origin_of(url: str) -> Origin:
     """(scheme, host, port) without DNS; raises EgressRefused for a malformed URL."""
     parts = check_url_syntax(url)

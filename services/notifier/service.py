@@ -39,7 +39,7 @@ class Notifier:
         self.subs = SubscriptionCache(redis, self.keys)
         self.dispatcher: Dispatcher | None = None
         self.consumer: StreamConsumer | None = None
-        self._stop = anyio.Event()
+        self._stop = anyio.Event()  # stop() before run() got going
 
     def stop(self) -> None:
         """Stop taking events and claiming deliveries; attempts in flight get a grace period."""
@@ -61,9 +61,17 @@ class Notifier:
         log.info("notifier.start", consumer=self.name, schedule=self.settings.schedule)
         async with anyio.create_task_group() as tg:
             await tg.start(self.dispatcher.run)
-            await tg.start(self.consumer.run)
-            task_status.started()
-            if self._stop.is_set():
-                self.stop()
-            await self._stop.wait()
+            async with anyio.create_task_group() as events:
+                events.start_soon(fanout.run)
+                await events.start(self._consume, self.consumer, events.cancel_scope)
+                task_status.started()
+                if self._stop.is_set():
+                    self.stop()
         log.info("notifier.stopped", consumer=self.name)
+
+    @staticmethod
+    async def _consume(
+        consumer: StreamConsumer, fanout_scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        await consumer.run(task_status=task_status)
+        fanout_scope.cancel()  # the consumer has drained its handlers: the fan-out is idle
