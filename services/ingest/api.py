@@ -60,11 +60,14 @@ class Api:
         ]
 
     def authorize(self, request: Request) -> None:
-        """Bearer tokens, compared in constant time; no tokens configured = open."""
+        """Bearer tokens, compared in constant time; no tokens configured = open. Browsers cannot
+        put a header on EventSource or <video>, so the dashboard may send `?access_token=`."""
         if not self.tokens:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and request.query_params.get("access_token"):
+            scheme, token = "bearer", request.query_params["access_token"]
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "missing bearer token", "Authorization", "unauthorized", {"WWW-Authenticate": "Bearer"})
         if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens):

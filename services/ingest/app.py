@@ -10,6 +10,7 @@ from services import httpserver
 from services.consumer import StreamConsumer
 from services.ingest.api import Api, build_app
 from services.ingest.backpressure import LagMonitor
+from services.ingest.dashboard import Dashboard
 from services.ingest.door import Door
 from services.ingest.normalize import Normalizer
 from services.ingest.settings import IngestSettings
@@ -35,7 +36,8 @@ class IngestService:
             redis, keys, keys.requests, INGEST_GROUP, consumer_name("ingest"), stream_door.handle, consumer_settings
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
-        self.app: Starlette = build_app(self.api)
+        dashboard = Dashboard(self.api, redis, keys, models.names, settings.storage, settings.lease_ms)
+        self.app: Starlette = build_app(self.api, dashboard.routes())
         self._server: httpserver.Server | None = None
 
     async def run(self, *, http: bool = True) -> None:

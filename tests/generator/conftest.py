@@ -14,22 +14,6 @@ from tests.redis_server import RedisServer, free_port
 from tests.services_proc import ServiceProcess
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    cluster = RayCluster(num_cpus=4).start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    from wan.tiny import make_tiny
-
-    path = tmp_path_factory.mktemp("models") / "demo"
-    make_tiny(path, "ti2v-5B")
-    return path
-
-
 def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3) -> str:
     return f"""
 [tasks.demo]
