@@ -86,7 +86,11 @@ class Gang:
                     self.placement_group, placement_group_bundle_index=rank
                 ),
             ).remote(
-                rank, self.world_size, self.settings.redis_url, self.settings.prefix, self.settings.progress_maxlen
+                rank,
+                self.world_size,
+                self.settings.redis_url,
+                self.settings.prefix,
+                self.settings.progress_maxlen if self.settings.progress else 0,
             )
             for rank in range(self.world_size)
         ]

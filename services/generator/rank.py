@@ -1,7 +1,7 @@
 """One rank of a gang: a Ray actor holding its shard of the resident model.
 
 Every rank runs the same denoising loop in lockstep. Rank 0 also publishes per-step progress
-straight to Redis (no round trip through the driver), reads the cancel flag (the model's
+straight to Redis (not through the driver; see reporter.py), reads the cancel flag (the model's
 all-reduce makes every rank stop at the same step) and encodes the mp4.
 """
 
@@ -16,7 +16,8 @@ import msgspec
 import redis as redis_sync
 import structlog
 
-from services.contracts import Job, Progress, Started, encode, event_entry, job_decoder, now, state_to_hash
+from services.contracts import job_decoder
+from services.generator.reporter import StepReporter
 from services.keys import Keys
 from services.models_config import ServedTask
 
@@ -102,82 +103,18 @@ class RankWorker:
             guide_scale_2=low,
             seed=job.seed,
         )
-        reporter = _Reporter(self, job, attempt, worker) if self.rank == 0 else None
-        started = time.perf_counter()
-        frames = self.model.generate(
-            inp,
-            on_step=reporter.on_step if reporter else None,
-            should_cancel=reporter.should_cancel if reporter else None,
-        )
-        if frames is None:
+        if self.rank != 0:
+            self.model.generate(inp)  # the model's all-reduce brings rank 0's cancel decision here
             return None
+        assert self.redis is not None
+        with StepReporter(self.redis, self.keys, job, attempt, worker, self.progress_maxlen) as reporter:
+            started = time.perf_counter()
+            frames = self.model.generate(inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel)
         denoise_s = time.perf_counter() - started
         return {
             "video": encode_mp4(frames, job.fps),
             "poster": poster_image(frames, "jpeg"),
             "frames": int(frames.shape[0]),
             "denoise_s": denoise_s,
-            "steps": reporter.steps if reporter else 0,
+            "steps": reporter.steps,
         }
-
-
-class _Reporter:
-    """Rank 0's link to Redis during a job: progress every step, `started` at the first one, and
-    the cancel flag. Progress is best-effort: a Redis hiccup must not fail the job."""
-
-    def __init__(self, worker_actor: RankWorker, job: Job, attempt: int, worker: str) -> None:
-        self.actor, self.job, self.attempt, self.worker = worker_actor, job, attempt, worker
-        self.steps = 0
-        keys = worker_actor.keys
-        self.task_key, self.cancel_key, self.progress_key = (
-            keys.task(job.task_id),
-            keys.cancel(job.task_id),
-            keys.progress,
-        )
-
-    def on_step(self, info: Any) -> None:
-        self.steps = info.step
-        progress = Progress(
-            task_id=self.job.task_id,
-            step=info.step,
-            total=info.total,
-            percent=round(100.0 * info.step / info.total, 2),
-            expert=info.expert,
-            elapsed_s=round(info.elapsed_s, 4),
-            attempt=self.attempt,
-            ts=now(),
-        )
-        # Only the fields a step changes: the rest of the hash belongs to ingest and the driver.
-        fields = state_to_hash(
-            {
-                "status": "running",
-                "progress": progress.percent,
-                "step": info.step,
-                "total": info.total,
-                "expert": info.expert,
-                "updated_at": progress.ts,
-            }
-        )
-        assert self.actor.redis is not None
-        try:
-            pipe = self.actor.redis.pipeline(transaction=False)
-            pipe.xadd(
-                self.progress_key,
-                {"type": "progress", "task_id": self.job.task_id, "payload": encode(progress)},
-                maxlen=self.actor.progress_maxlen,
-                approximate=True,
-            )
-            pipe.hset(self.task_key, mapping=fields)
-            if info.step == 1:
-                started = Started(task_id=self.job.task_id, attempt=self.attempt, worker=self.worker)
-                pipe.xadd(self.actor.keys.events, event_entry(started))
-            pipe.execute()
-        except redis_sync.RedisError as exc:
-            log.warning("progress.publish_failed", task_id=self.job.task_id, error=str(exc))
-
-    def should_cancel(self) -> bool:
-        assert self.actor.redis is not None
-        try:
-            return bool(self.actor.redis.exists(self.cancel_key))
-        except redis_sync.RedisError:
-            return False

@@ -18,6 +18,7 @@ class GeneratorSettings(CommonSettings, kw_only=True, frozen=True):
     gang_start_timeout_s: float = 1800.0  # placement, process group and model load
     collective_timeout_s: float = 600.0  # torch.distributed timeout: a dead peer cannot hang a rank
     progress_maxlen: int = 100_000  # the progress stream is capped (approximately) at this length
+    progress: bool = True  # per-step progress entries (off only to measure what they cost)
     input_root: str = ""
     max_image_bytes: int = 20 * 1024 * 1024
     webhook_allow_networks: list[str] = []  # networks an https:// image may come from anyway
