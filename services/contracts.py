@@ -7,13 +7,15 @@ message). New fields always get defaults so producers and consumers can be deplo
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-TaskId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+TaskId = Annotated[str, Meta(min_length=1, max_length=128, pattern=TASK_ID_PATTERN)]
 Prompt = Annotated[str, Meta(max_length=8000)]
 Url = Annotated[str, Meta(max_length=4096)]
 Metadata = Annotated[dict[str, str], Meta(max_length=64)]
@@ -22,6 +24,10 @@ Percent = Annotated[float, Meta(ge=0, le=100)]
 
 Status = Literal["queued", "running", "retrying", "completed", "failed", "cancelled", "rejected"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "rejected"})
+
+
+def is_task_id(value: str) -> bool:
+    return re.fullmatch(TASK_ID_PATTERN, value) is not None
 
 
 def now() -> float:

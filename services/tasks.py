@@ -8,6 +8,7 @@ conditional transitions are scripts; each is still one atomic step on the server
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -121,6 +122,29 @@ class TaskStore:
 
     async def accept(self, job: Job, idempotency_key: str | None, idem_ttl_s: int) -> AcceptResult:
         """Task hash, job entry and `accepted` event in one atomic step (or the first task's id)."""
+        [result] = await self.accept_many([(job, idempotency_key)], idem_ttl_s)
+        return result
+
+    async def accept_many(self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int) -> list[AcceptResult]:
+        """`accept` for many jobs in one round trip; each job is still its own atomic step."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job, idempotency_key in jobs:
+                keys, args = self._accept_call(job, idempotency_key, idem_ttl_s)
+                await self._accept(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        results = [AcceptResult(task_id=str(task_id), created=bool(int(created))) for created, task_id in replies]
+        replays = [(job, r) for (job, _), r in zip(jobs, results, strict=True) if not r.created]
+        if replays:  # tell each producer which task its repeated request maps to
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job, result in replays:
+                    event = Accepted(
+                        task_id=result.task_id, request_id=job.request_id, task=job.task, idempotent_replay=True
+                    )
+                    pipe.xadd(self.keys.events, event_entry(event))
+                await pipe.execute()
+        return results
+
+    def _accept_call(self, job: Job, idempotency_key: str | None, idem_ttl_s: int) -> tuple[list[str], list[Any]]:
         at = now()
         state = TaskState(
             task_id=job.task_id,
@@ -139,19 +163,10 @@ class TaskStore:
             self.keys.events,
             self.keys.idempotency(idempotency_key) if idempotency_key else "",
         ]
-        args = [
-            job.task_id,
-            encode(job),
-            encode(accepted),
-            self.task_ttl_s,
-            idem_ttl_s,
-            *_flatten(state_to_hash(state)),
-        ]
-        created, task_id = await self._accept(keys=keys, args=args)
-        if not int(created):  # tell the producer which task its repeated request maps to
-            replay = Accepted(task_id=task_id, request_id=job.request_id, task=job.task, idempotent_replay=True)
-            await self.redis.xadd(self.keys.events, event_entry(replay))
-        return AcceptResult(task_id=str(task_id), created=bool(int(created)))
+        fields = state_to_hash(state)
+        del fields["task_id"]
+        args = [job.task_id, encode(job), encode(accepted), self.task_ttl_s, idem_ttl_s, *_flatten(fields)]
+        return keys, args
 
     async def finish(self, event: Event, fields: dict[str, object]) -> bool:
         """Terminal state + its event, once per task; False when the task was already terminal."""

@@ -31,6 +31,9 @@ from services.keys import Keys
 log = structlog.get_logger("wan22.consumer")
 
 Handler = Callable[[Entry], Awaitable[None]]
+# A batch handler gets every entry of one read and returns, per entry, None (done) or the error
+# it failed with; failed entries then retry one by one. Fast handlers use it to pipeline their I/O.
+BatchHandler = Callable[[list[Entry]], Awaitable[list[BaseException | None]]]
 
 
 @dataclass
@@ -60,17 +63,21 @@ class StreamConsumer:
         stream: str,
         group: str,
         name: str,
-        handler: Handler,
+        handler: Handler | None,
         settings: ConsumerSettings | None = None,
         hooks: Hooks | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.redis, self.keys, self.stream, self.group, self.name = redis, keys, stream, group, name
-        self.handler = handler
+        self.handler, self.batch_handler = handler, batch_handler
         self.settings = settings or ConsumerSettings()
         self.hooks = hooks or Hooks()
         # Entries claimed and not yet finished (queued for a worker or being handled).
         self._inflight: set[str] = set()
-        self._queue_in, self._queue_out = anyio.create_memory_object_stream[Entry](math.inf)
+        self._queue_in, self._queue_out = anyio.create_memory_object_stream[list[Entry]](math.inf)
         self._free = self.settings.concurrency
         self._slot_freed = anyio.Event()
         self._idle = anyio.Event()
@@ -184,8 +191,7 @@ class StreamConsumer:
                 failures = await self._redis_trouble("read", exc, failures)
                 continue
             for _, rows in response or ():
-                for entry_id, fields in rows:
-                    self._spawn(Entry(self.stream, entry_id, fields))
+                self._dispatch([Entry(self.stream, entry_id, fields) for entry_id, fields in rows])
 
     async def _wait_for_slot(self) -> None:
         while self._free <= 0:
@@ -201,43 +207,83 @@ class StreamConsumer:
 
     # ---- handle ----------------------------------------------------------------------------
 
-    def _spawn(self, entry: Entry) -> None:
-        if entry.id in self._inflight:
+    def _dispatch(self, entries: list[Entry]) -> None:
+        entries = [entry for entry in entries if entry.id not in self._inflight]
+        if not entries:
             return
-        self._free -= 1
+        self._free -= len(entries)
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        self._inflight.add(entry.id)
-        self._queue_in.send_nowait(entry)
+        self._inflight.update(entry.id for entry in entries)
+        if self.batch_handler is not None:
+            self._queue_in.send_nowait(entries)
+        else:
+            for entry in entries:
+                self._queue_in.send_nowait([entry])
 
     async def _worker(self) -> None:
-        async for entry in self._queue_out:
-            # Each worker has its own context: binding overwrites the previous entry's ids.
-            structlog.contextvars.bind_contextvars(entry_id=entry.id, task_id=entry.task_id)
-            await self._process(entry)
+        async for entries in self._queue_out:
+            if self.batch_handler is not None:
+                await self._process_batch(entries)
+            else:
+                await self._process(entries[0])
 
-    async def _process(self, entry: Entry) -> None:
+    async def _process_batch(self, entries: list[Entry]) -> None:
+        assert self.batch_handler is not None
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(entry_id=entries[0].id, task_id="")
+        try:
+            outcomes = await self.batch_handler(entries)
+        except Exception as exc:
+            outcomes = [exc] * len(entries)
+        elapsed = (time.perf_counter() - started) / len(entries)
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome is None:
+                self._ack(entry)
+                self._finished(entry, elapsed)
+            else:
+                await self._process(entry, outcome)
+
+    async def _process(self, entry: Entry, first_error: BaseException | None = None) -> None:
+        # Each worker has its own context: binding overwrites the previous entry's ids.
+        structlog.contextvars.bind_contextvars(entry_id=entry.id, task_id=entry.task_id)
         started = time.perf_counter()
         try:
-            await self._attempts(entry)
+            await self._attempts(entry, first_error)
         except Exception as exc:
             # Bookkeeping or a hook failed (Redis down): leave it pending; a reclaim retries it.
             log.warning("consumer.left_pending", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._m_seconds.observe(time.perf_counter() - started)
-            self._inflight.discard(entry.id)
-            self._free += 1
-            self._slot_freed.set()
-            if not self._inflight:
-                self._idle.set()
+            self._finished(entry, time.perf_counter() - started)
 
-    async def _attempts(self, entry: Entry) -> None:
+    def _finished(self, entry: Entry, seconds: float) -> None:
+        self._m_seconds.observe(seconds)
+        self._inflight.discard(entry.id)
+        self._free += 1
+        self._slot_freed.set()
+        if not self._inflight:
+            self._idle.set()
+
+    async def _call(self, entry: Entry, error: BaseException | None) -> None:
+        """One attempt: re-raise the error a batch already got, or run the handler."""
+        if error is not None:
+            raise error
+        if self.batch_handler is not None:
+            [outcome] = await self.batch_handler([entry])
+            if outcome is not None:
+                raise outcome
+        else:
+            assert self.handler is not None
+            await self.handler(entry)
+
+    async def _attempts(self, entry: Entry, first_error: BaseException | None = None) -> None:
         limit = self.hooks.max_attempts(entry) if self.hooks.max_attempts else self.settings.max_attempts
         if entry.attempt > limit:
             await self._dead(entry, "exhausted")
             return
         while True:
+            error, first_error = first_error, None
             try:
-                await self.handler(entry)
+                await self._call(entry, error)
             except LeavePending as exc:
                 log.info("consumer.left_pending", reason=str(exc))
                 return
@@ -357,7 +403,7 @@ class StreamConsumer:
             for entry in await self._reclaimed_entries(rows):
                 self._m_reclaimed.inc()
                 log.info("consumer.reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
-                self._spawn(entry)
+                self._dispatch([entry])
             if cursor == "0-0":
                 return
 

@@ -29,11 +29,19 @@ class IngestService:
         self.door = Door(self.tasks, Normalizer(models, settings), self.lag, settings)
         self.settings = settings
         stream_door = StreamDoor(self.door, settings.max_body_bytes)
+        # Batches of up to 64 requests, a few in flight at once so reads overlap with accepts.
         consumer_settings = settings.consumer(
-            concurrency=settings.stream_concurrency, batch=settings.stream_concurrency
+            concurrency=4 * settings.stream_concurrency, batch=settings.stream_concurrency
         )
         self.consumer = StreamConsumer(
-            redis, keys, keys.requests, INGEST_GROUP, consumer_name("ingest"), stream_door.handle, consumer_settings
+            redis,
+            keys,
+            keys.requests,
+            INGEST_GROUP,
+            consumer_name("ingest"),
+            None,
+            consumer_settings,
+            batch_handler=stream_door.handle_batch,
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
         dashboard = Dashboard(self.api, redis, keys, models.names, settings.storage, settings.lease_ms)

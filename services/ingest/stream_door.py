@@ -1,12 +1,13 @@
 """The stream door: requests the Go control plane XADDs to `wan22:requests` (group `ingest`).
-A malformed request becomes a `rejected` event (the requester must hear back) and is acked."""
+A malformed request becomes a `rejected` event (the requester must hear back) and is acked.
+A whole read is validated in memory and accepted in one pipelined round trip."""
 
 from __future__ import annotations
 
 import structlog
 
 from services.consumer import Entry
-from services.contracts import Rejected
+from services.contracts import Job, Rejected, is_task_id
 from services.ingest import parse
 from services.ingest.door import Door
 from services.ingest.invalid import Invalid
@@ -18,19 +19,28 @@ class StreamDoor:
     def __init__(self, door: Door, max_bytes: int) -> None:
         self.door, self.max_bytes = door, max_bytes
 
-    async def handle(self, entry: Entry) -> None:
-        task_id = entry.fields.get("task_id", "")[:128]  # echoed so the producer can match it
-        valid_task_id = False
-        try:
-            if sum(len(k) + len(v) for k, v in entry.fields.items()) > self.max_bytes:
-                raise Invalid(f"request is larger than {self.max_bytes} bytes", None, "too_large")
-            request = parse.from_fields(entry.message_fields)
-            task_id, valid_task_id = request.task_id or "", bool(request.task_id)
-            result = await self.door.submit(request, entry.id, request.idempotency_key, "stream")
-            log.info("request.accepted", task_id=result.task_id, created=result.created)
-        except Invalid as exc:
-            rejected = Rejected(
-                task_id=task_id, request_id=entry.id, error=exc.message, field=exc.field, reason=exc.reason
-            )
-            await self.door.tasks.reject(rejected, record_state=valid_task_id)
-            log.info("request.rejected", error=exc.message, field=exc.field, reason=exc.reason)
+    async def handle_batch(self, entries: list[Entry]) -> list[BaseException | None]:
+        accepted: list[tuple[Job, str | None]] = []
+        for entry in entries:
+            try:
+                accepted.append(self._prepare(entry))
+            except Invalid as exc:
+                await self._reject(entry, exc)
+        if accepted:
+            for (job, _), result in zip(accepted, await self.door.accept(accepted, "stream"), strict=True):
+                log.debug("request.accepted", task_id=result.task_id, request_id=job.request_id, created=result.created)
+        return [None] * len(entries)
+
+    def _prepare(self, entry: Entry) -> tuple[Job, str | None]:
+        if sum(len(k) + len(v) for k, v in entry.fields.items()) > self.max_bytes:
+            raise Invalid(f"request is larger than {self.max_bytes} bytes", None, "too_large")
+        request = parse.from_fields(entry.message_fields)
+        return self.door.prepare(request, entry.id, "stream"), request.idempotency_key
+
+    async def _reject(self, entry: Entry, exc: Invalid) -> None:
+        raw_task_id = entry.fields.get("task_id", "")[:128]  # echoed so the producer can match it
+        rejected = Rejected(
+            task_id=raw_task_id, request_id=entry.id, error=exc.message, field=exc.field, reason=exc.reason
+        )
+        await self.door.tasks.reject(rejected, record_state=is_task_id(raw_task_id))
+        log.info("request.rejected", request_id=entry.id, error=exc.message, field=exc.field, reason=exc.reason)
