@@ -12,6 +12,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from services.consumer.deadletter import replay
 from services.contracts import (
@@ -127,11 +129,11 @@ class TaskStore:
 
     async def accept_many(self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int) -> list[AcceptResult]:
         """`accept` for many jobs in one round trip; each job is still its own atomic step."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job, idempotency_key in jobs:
-                keys, args = self._accept_call(job, idempotency_key, idem_ttl_s)
-                await self._accept(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        calls = [self._accept_call(job, key, idem_ttl_s) for job, key in jobs]
+        if len(calls) == 1:
+            replies = [await self._accept(keys=calls[0][0], args=calls[0][1])]  # EVALSHA, loads on NOSCRIPT
+        else:
+            replies = await self._evalsha_many(self._accept, calls)
         results = [AcceptResult(task_id=str(task_id), created=bool(int(created))) for created, task_id in replies]
         replays = [(job, r) for (job, _), r in zip(jobs, results, strict=True) if not r.created]
         if replays:  # tell each producer which task its repeated request maps to
@@ -143,6 +145,22 @@ class TaskStore:
                     pipe.xadd(self.keys.events, event_entry(event))
                 await pipe.execute()
         return results
+
+    async def _evalsha_many(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Many calls of one script in one pipeline of plain EVALSHA (redis-py's pipelined scripts
+        ask SCRIPT EXISTS first: a second round trip). After a Redis restart empties the script
+        cache every call fails with NOSCRIPT and none ran, so loading it and resending is safe."""
+        for attempt in (1, 2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _accept_call(self, job: Job, idempotency_key: str | None, idem_ttl_s: int) -> tuple[list[str], list[Any]]:
         at = now()

@@ -1,0 +1,35 @@
+"""The task state machine's scripts against a real Redis."""
+
+from __future__ import annotations
+
+from services.contracts import Cancelled, Completed, Job, now
+from services.keys import Keys
+from services.tasks import TaskStore
+
+KEYS = Keys()
+
+
+def job(task_id: str) -> Job:
+    return Job(task_id=task_id, task="demo", prompt="p", width=64, height=64, frame_num=5, sample_steps=4,
+               sample_shift=5.0, guide_scale=(5.0, 5.0), seed=1, fps=24, created_at=now())
+
+
+async def test_batch_accept_survives_an_emptied_script_cache(redis):
+    store = TaskStore(redis, KEYS)
+    await store.accept(job("a"), None, 60)
+    await redis.script_flush()  # as after a Redis restart
+    results = await store.accept_many([(job("b"), None), (job("c"), "key-1"), (job("a"), None)], 60)
+    assert [(r.task_id, r.created) for r in results] == [("b", True), ("c", True), ("a", False)]
+    assert await redis.xlen(KEYS.jobs("demo")) == 3
+
+
+async def test_one_terminal_state_and_event_whoever_races(redis):
+    store = TaskStore(redis, KEYS)
+    await store.accept(job("t"), None, 60)
+    assert await store.claim("t", 1, "w") == "running"
+    assert await store.finish(Completed(task_id="t", video_url="v"), {"video_url": "v"})
+    assert not await store.finish(Cancelled(task_id="t"), {})
+    assert await store.claim("t", 2, "w") == "completed"
+    kinds = [f["type"] for _, f in await redis.xrange(KEYS.events) if f["task_id"] == "t"]
+    assert kinds == ["accepted", "completed"]
+    assert await store.cancel("t") == "already_completed"
