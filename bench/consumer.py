@@ -1,5 +1,5 @@
-"""Entries/s through the reliable consumer (no-op handler) against a raw XREADGROUP + XACK loop on
-the same redis-server in the same run.
+"""Entries/s through the reliable consumer (no-op handler, per-entry and batch handler modes)
+against a raw XREADGROUP + XACK loop on the same redis-server in the same run.
 
     python bench/consumer.py [--entries 50000] [--batch 10 50 200]
 """
@@ -45,7 +45,9 @@ async def raw_loop(redis, entries: int, batch: int) -> float:
     return entries / (time.perf_counter() - started)
 
 
-async def library(redis, entries: int, batch: int) -> float:
+async def library(redis, entries: int, batch: int, batched: bool) -> float:
+    """Per-entry handlers (one worker task each, up to `batch` at once), or batch handlers (one
+    call per read, two reads in flight)."""
     await fill(redis, entries)
     done = 0
     finished = anyio.Event()
@@ -56,8 +58,17 @@ async def library(redis, entries: int, batch: int) -> float:
         if done == entries:
             finished.set()
 
-    settings = ConsumerSettings(batch=batch, concurrency=batch, block_ms=100, trim_interval_s=0)
-    consumer = StreamConsumer(redis, Keys("bench"), STREAM, GROUP, "lib", handle, settings)
+    async def handle_batch(batch_entries: list[Entry]) -> list[BaseException | None]:
+        for entry in batch_entries:
+            await handle(entry)
+        return [None] * len(batch_entries)
+
+    concurrency = 2 * batch if batched else batch
+    settings = ConsumerSettings(batch=batch, concurrency=concurrency, block_ms=100, trim_interval_s=0)
+    handlers = {"batch_handler": handle_batch} if batched else {}
+    consumer = StreamConsumer(
+        redis, Keys("bench"), STREAM, GROUP, "lib", None if batched else handle, settings, **handlers
+    )
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
@@ -71,11 +82,14 @@ async def main(entries: int, batches: list[int]) -> None:
     server = RedisServer().start()
     redis = connect(server.url)
     try:
-        print(f"{'batch':>6} {'raw/s':>10} {'library/s':>10} {'ratio':>6}")
+        print(f"{'batch':>6} {'raw/s':>10} {'per-entry/s':>12} {'ratio':>6} {'batched/s':>10} {'ratio':>6}")
         for batch in batches:
             raw = await raw_loop(redis, entries, batch)
-            lib = await library(redis, entries, batch)
-            print(f"{batch:>6} {raw:>10.0f} {lib:>10.0f} {lib / raw:>6.2f}")
+            single = await library(redis, entries, batch, batched=False)
+            batched = await library(redis, entries, batch, batched=True)
+            print(
+                f"{batch:>6} {raw:>10.0f} {single:>12.0f} {single / raw:>6.2f} {batched:>10.0f} {batched / raw:>6.2f}"
+            )
     finally:
         await redis.aclose()
         server.close()

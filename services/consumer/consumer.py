@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -235,12 +235,13 @@ class StreamConsumer:
             outcomes = await self.batch_handler(entries)
         except Exception as exc:
             outcomes = [exc] * len(entries)
-        elapsed = (time.perf_counter() - started) / len(entries)
+        done = [entry for entry, outcome in zip(entries, outcomes, strict=True) if outcome is None]
+        for entry in done:
+            self._ack(entry)
+        self._m_seconds.observe((time.perf_counter() - started) / len(entries))
+        self._release(entry.id for entry in done)
         for entry, outcome in zip(entries, outcomes, strict=True):
-            if outcome is None:
-                self._ack(entry)
-                self._finished(entry, elapsed)
-            else:
+            if outcome is not None:
                 await self._process(entry, outcome)
 
     async def _process(self, entry: Entry, first_error: BaseException | None = None) -> None:
@@ -257,8 +258,12 @@ class StreamConsumer:
 
     def _finished(self, entry: Entry, seconds: float) -> None:
         self._m_seconds.observe(seconds)
-        self._inflight.discard(entry.id)
-        self._free += 1
+        self._release([entry.id])
+
+    def _release(self, ids: Iterable[str]) -> None:
+        before = len(self._inflight)
+        self._inflight.difference_update(ids)
+        self._free += before - len(self._inflight)
         self._slot_freed.set()
         if not self._inflight:
             self._idle.set()
