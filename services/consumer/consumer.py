@@ -19,10 +19,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services import metrics
+from services.consumer.acks import Acker
 from services.consumer.deadletter import dead_letter
 from services.consumer.entry import Entry
 from services.consumer.errors import LeavePending, Permanent
-from services.consumer.history import load_history, record_error
+from services.consumer.group import GroupMember
 from services.consumer.policy import ConsumerSettings, backoff_delay
 from services.consumer.trim import trim_stream
 from services.contracts import ErrorRecord, now
@@ -75,6 +76,7 @@ class StreamConsumer:
         self.handler, self.batch_handler = handler, batch_handler
         self.settings = settings or ConsumerSettings()
         self.hooks = hooks or Hooks()
+        self.member = GroupMember(redis, keys, stream, group, name, self.settings)
         # Entries claimed and not yet finished (queued for a worker or being handled).
         self._inflight: set[str] = set()
         self._queue_in, self._queue_out = anyio.create_memory_object_stream[list[Entry]](math.inf)
@@ -82,12 +84,9 @@ class StreamConsumer:
         self._slot_freed = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self._acks: list[str] = []
-        self._stale_history: list[str] = []  # attempt-history keys of acked entries
-        self._ack_ready = anyio.Event()
         self._stop = anyio.Event()
         labels = (stream, group)
-        self._m_acked = metrics.CONSUMER_ACKED.labels(*labels)
+        self.acker = Acker(self.member, metrics.CONSUMER_ACKED.labels(*labels))
         self._m_retries = metrics.CONSUMER_RETRIES.labels(*labels)
         self._m_reclaimed = metrics.CONSUMER_RECLAIMED.labels(*labels)
         self._m_seconds = metrics.CONSUMER_HANDLER_SECONDS.labels(*labels)
@@ -108,7 +107,7 @@ class StreamConsumer:
             return
         log.info("consumer.start", stream=self.stream, group=self.group, consumer=self.name)
         async with anyio.create_task_group() as loops:
-            loops.start_soon(self._ack_loop)
+            loops.start_soon(self.acker.run)
             loops.start_soon(self._lease_loop)
             loops.start_soon(self._reclaim_loop)
             loops.start_soon(self._trim_loop)
@@ -123,7 +122,7 @@ class StreamConsumer:
                     await self._read_loop()
                 await self._drain(handlers)
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._flush_acks()
+                await self.acker.flush()
                 await self._hand_back()
             loops.cancel_scope.cancel()
         log.info("consumer.stopped", stream=self.stream, consumer=self.name)
@@ -151,18 +150,10 @@ class StreamConsumer:
         handlers.cancel_scope.cancel()
 
     async def _hand_back(self) -> None:
-        """Make everything still pending under this consumer claimable at once (idle = lease)
-        instead of waiting out the lease; it stays pending, never acked."""
         try:
-            rows = await self.redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=10_000, consumername=self.name
-            )
-            ids = [row["message_id"] for row in rows]
-            if ids:
-                await self.redis.xclaim(
-                    self.stream, self.group, self.name, 0, ids, idle=self.settings.lease_ms + 1, justid=True
-                )
-                log.info("consumer.handed_back", count=len(ids))
+            count = await self.member.hand_back()
+            if count:
+                log.info("consumer.handed_back", count=count)
         except RedisError as exc:
             log.warning("consumer.hand_back_failed", error=str(exc))
 
@@ -237,7 +228,7 @@ class StreamConsumer:
             outcomes = [exc] * len(entries)
         done = [entry for entry, outcome in zip(entries, outcomes, strict=True) if outcome is None]
         for entry in done:
-            self._ack(entry)
+            self.acker.ack(entry)
         self._m_seconds.observe((time.perf_counter() - started) / len(entries))
         self._release(entry.id for entry in done)
         for entry, outcome in zip(entries, outcomes, strict=True):
@@ -303,13 +294,12 @@ class StreamConsumer:
                     return
                 await self._retry_later(entry, record)
             else:
-                self._ack(entry)
+                self.acker.ack(entry)
                 return
 
     async def _fail(self, entry: Entry, exc: BaseException) -> ErrorRecord:
         record = ErrorRecord(at=now(), error=f"{type(exc).__name__}: {exc}", attempt=entry.attempt)
-        entry.history.append(record)
-        await record_error(self.redis, self.keys.attempts(self.stream, entry.id), record, self.settings.history_ttl_s)
+        await self.member.record(entry, record)
         log.warning("consumer.handler_failed", attempt=record.attempt, error=record.error)
         return record
 
@@ -327,44 +317,6 @@ class StreamConsumer:
         metrics.CONSUMER_DEAD.labels(self.stream, self.group, reason).inc()
         log.error("consumer.dead_lettered", reason=reason, dlq_id=dlq_id, attempts=len(entry.history))
 
-    # ---- ack -------------------------------------------------------------------------------
-
-    def _ack(self, entry: Entry) -> None:
-        self._acks.append(entry.id)
-        if entry.history:  # the error history is no longer needed
-            self._stale_history.append(self.keys.attempts(self.stream, entry.id))
-        self._ack_ready.set()
-
-    async def _ack_loop(self) -> None:
-        failures = 0
-        while True:
-            await self._ack_ready.wait()
-            self._ack_ready = anyio.Event()
-            try:
-                await self._flush_acks()
-                failures = 0
-            except RedisError as exc:
-                failures = await self._redis_trouble("ack", exc, failures)
-                self._ack_ready.set()
-
-    async def _flush_acks(self) -> None:
-        if not self._acks:
-            return
-        ids, self._acks = self._acks, []
-        stale, self._stale_history = self._stale_history, []
-        try:
-            if stale:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xack(self.stream, self.group, *ids)
-                    pipe.delete(*stale)
-                    await pipe.execute()
-            else:
-                await self.redis.xack(self.stream, self.group, *ids)
-        except BaseException:
-            self._acks[:0], self._stale_history[:0] = ids, stale  # keep them for the next flush
-            raise
-        self._m_acked.inc(len(ids))
-
     # ---- lease and reclaim -----------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
@@ -375,11 +327,10 @@ class StreamConsumer:
             if not ids:
                 continue
             try:
-                kept = await self.redis.xclaim(self.stream, self.group, self.name, 0, ids, justid=True)
+                lost = await self.member.extend(ids)
             except RedisError as exc:
                 log.warning("consumer.lease_failed", error=str(exc))
                 continue
-            lost = set(ids) - set(kept)
             if lost:
                 log.warning("consumer.lease_lost", entries=sorted(lost))
 
@@ -394,56 +345,22 @@ class StreamConsumer:
                 await self._reclaim_once()
                 sweeps += 1
                 if sweeps % 20 == 0:
-                    await self._forget_idle_consumers()
+                    await self.member.forget_idle_consumers()
             except RedisError as exc:
                 log.warning("consumer.reclaim_failed", error=str(exc))
 
     async def _reclaim_once(self) -> None:
         cursor = "0-0"
         while self._free > 0:
-            cursor, rows, _deleted = await self.redis.xautoclaim(
-                self.stream, self.group, self.name, self.settings.lease_ms, start_id=cursor, count=self._free
-            )
-            rows = [(i, f) for i, f in rows if i not in self._inflight and f is not None]
-            for entry in await self._reclaimed_entries(rows):
+            cursor, entries = await self.member.autoclaim(cursor, self._free)
+            for entry in entries:
+                if entry.id in self._inflight:
+                    continue
                 self._m_reclaimed.inc()
                 log.info("consumer.reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
                 self._dispatch([entry])
             if cursor == "0-0":
                 return
-
-    async def _reclaimed_entries(self, rows: list[tuple[str, dict[str, str]]]) -> list[Entry]:
-        """Delivery counts (XPENDING) and error history of reclaimed entries; a delivery that left
-        no error behind was lost with its consumer and counts as a failed attempt."""
-        if not rows:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, _ in rows:
-                pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
-            pending = await pipe.execute()
-        entries = []
-        for (entry_id, fields), info in zip(rows, pending, strict=True):
-            deliveries = int(info[0]["times_delivered"]) if info else 1
-            entry = Entry(self.stream, entry_id, fields, deliveries)
-            entry.history = await load_history(self.redis, self.keys.attempts(self.stream, entry_id))
-            for _ in range(deliveries - 1 - len(entry.history)):
-                await self._record_lost(entry)
-            entries.append(entry)
-        return entries
-
-    async def _record_lost(self, entry: Entry) -> None:
-        record = ErrorRecord(
-            at=now(), error="consumer stopped before finishing (lease expired)", attempt=entry.attempt, kind="lost"
-        )
-        entry.history.append(record)
-        await record_error(self.redis, self.keys.attempts(self.stream, entry.id), record, self.settings.history_ttl_s)
-
-    async def _forget_idle_consumers(self) -> None:
-        """Remove consumers of dead processes once they hold nothing (keeps XINFO readable)."""
-        limit_ms = self.settings.idle_consumer_s * 1000
-        for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
-            if consumer["name"] != self.name and not consumer["pending"] and consumer["idle"] > limit_ms:
-                await self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
 
     # ---- trim ------------------------------------------------------------------------------
 

@@ -238,3 +238,19 @@ async def test_graceful_shutdown_leaves_unfinished_pending_and_acks_finished(red
 
 async def _bool(value: bool) -> bool:
     return value
+
+
+async def test_batch_handler_acks_the_good_and_retries_the_bad_one_by_one(redis, keys):
+    calls: list[int] = []
+
+    async def handle_batch(entries: list[Entry]) -> list[BaseException | None]:
+        calls.append(len(entries))
+        return [RuntimeError("bad entry") if e.fields.get("bad") else None for e in entries]
+
+    ids = [await redis.xadd(STREAM, {"task_id": f"t{i}", **({"bad": "1"} if i == 3 else {})}) for i in range(8)]
+    consumer = StreamConsumer(redis, keys, STREAM, GROUP, "c", None, FAST, batch_handler=handle_batch)
+    await run_consumers([consumer], lambda: _dlq_at_least(redis, keys, 1))
+    [(_, letter)] = await list_dead(redis, keys)
+    assert letter.entry_id == ids[3] and letter.attempts == 3
+    assert calls[0] == 8 and calls[1:] == [1, 1]  # one call for the read, then single retries
+    await wait_until(lambda: _no_pending(redis))
