@@ -1,0 +1,75 @@
+"""One rank of the world-size-2 tests (run by `wan.distributed.spawn_local` in a fresh process).
+
+Each scenario writes what this rank saw to `<out>/<scenario>.rank<R>.json` (and rank 0's frames to
+`<out>/<scenario>.npy`) for the test to compare with a single-process run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.wan.support import tiny_input, tiny_preset
+from wan.cli_generate import rank_main
+from wan.distributed import destroy_group, init_group
+from wan.model import Cancelled, WanModel
+
+
+def run(rank: int, world_size: int, port: int, payload: dict) -> None:
+    torch.set_num_threads(1)
+    root, out = Path(payload["root"]), Path(payload["out"])
+    ctx = init_group("127.0.0.1", port, rank, world_size)
+    try:
+        scenarios = [("t2v", "t2v-A14B", False), ("t2v_fsdp", "t2v-A14B", True), ("i2v", "i2v-A14B", False)]
+        for name, task, fsdp in scenarios:
+            ctx.fsdp = fsdp
+            model = WanModel.load(root / task, tiny_preset(task), parallel=ctx)
+            _save(out, name, rank, model.generate(tiny_input(task)), {})
+        ctx.fsdp = False
+        ti2v = WanModel.load(root / "ti2v-5B", tiny_preset("ti2v-5B"), parallel=ctx)
+        _refusal(ti2v, out, rank)
+        # Rank 1 is handed a different prompt and seed: rank 0's input must win on every rank.
+        inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
+        _save(out, "ti2v", rank, ti2v.generate(inp), {})
+        _cancel(model, out, rank)
+    finally:
+        destroy_group()
+    # Then the `wan22 generate --world-size 2` rank code, with its own process group.
+    rank_main(rank, world_size, payload["cli_port"], payload["cli_job"])
+
+
+def _save(out: Path, name: str, rank: int, frames: np.ndarray | None, info: dict) -> None:
+    if frames is not None:
+        np.save(out / f"{name}.npy", frames)
+    info["returned_frames"] = frames is not None
+    (out / f"{name}.rank{rank}.json").write_text(json.dumps(info))
+
+
+def _refusal(model: WanModel, out: Path, rank: int) -> None:
+    # 9 frames at 32*32 on ti2v: 3 latent frames x 1 x 1 = 3 tokens, which 2 ranks cannot split.
+    try:
+        model.generate(replace(tiny_input("ti2v-5B"), width=32, height=32, frame_num=9))
+        error = ""
+    except ValueError as exc:
+        error = str(exc)
+    _save(out, "refusal", rank, None, {"error": error})
+
+
+def _cancel(model: WanModel, out: Path, rank: int) -> None:
+    steps: list[int] = []
+    decodes: list[int] = []
+    handle = model.components.vae.decoder.register_forward_pre_hook(lambda *_: decodes.append(1))
+    # Only rank 1's token fires (after its second step); the vote must stop rank 0 at the same step.
+    should_cancel = (lambda: len(steps) >= 2) if rank == 1 else (lambda: False)
+    cancelled_at = None
+    try:
+        model.generate(tiny_input("i2v-A14B"), on_step=lambda s: steps.append(s.step), should_cancel=should_cancel)
+    except Cancelled as exc:
+        cancelled_at = exc.step
+    finally:
+        handle.remove()
+    _save(out, "cancel", rank, None, {"steps": steps, "cancelled_at": cancelled_at, "decodes": len(decodes)})

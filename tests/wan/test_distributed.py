@@ -1,0 +1,64 @@
+"""World size 2 over gloo (two real processes) against world size 1 in this process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.wan.support import cli_args, run_cli, tiny_input
+from wan.cli_generate import _job_from_args
+from wan.distributed import free_port, spawn_local
+
+WORKER = str(Path(__file__).with_name("dist_worker.py")) + ":run"
+
+
+def cli_command(tiny_root: Path, out: Path) -> list[str]:
+    return [
+        "generate", "--task", "t2v-A14B", "--ckpt", str(tiny_root / "t2v-A14B"), "--prompt", "snow over a river",
+        "--size", "48*32", "--frames", "9", "--steps", "3", "--seed", "21", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ws2")
+    cli_job = _job_from_args(cli_args(*cli_command(tiny_root, out / "cli.npy")))
+    payload = {"root": str(tiny_root), "out": str(out), "cli_job": cli_job, "cli_port": free_port()}
+    spawn_local(WORKER, 2, payload, timeout_s=300)
+    return out
+
+
+def _seen(out: Path, name: str) -> list[dict]:
+    return [json.loads((out / f"{name}.rank{rank}.json").read_text()) for rank in range(2)]
+
+
+@pytest.mark.parametrize(("name", "task"), [("t2v", "t2v-A14B"), ("t2v_fsdp", "t2v-A14B"), ("i2v", "i2v-A14B")])
+def test_sequence_parallel_matches_single_process(two_ranks: Path, tiny_models: dict, name: str, task: str) -> None:
+    reference = tiny_models[task].generate(tiny_input(task))
+    np.testing.assert_allclose(np.load(two_ranks / f"{name}.npy"), reference, rtol=0, atol=1e-5)
+    assert [seen["returned_frames"] for seen in _seen(two_ranks, name)] == [True, False]  # only rank 0 decodes
+
+
+def test_ti2v_matches_and_rank0_inputs_win(two_ranks: Path, tiny_models: dict) -> None:
+    reference = tiny_models["ti2v-5B"].generate(tiny_input("ti2v-5B"))
+    np.testing.assert_allclose(np.load(two_ranks / "ti2v.npy"), reference, rtol=0, atol=1e-5)
+
+
+def test_cancel_on_one_rank_stops_every_rank_without_decoding(two_ranks: Path) -> None:
+    for seen in _seen(two_ranks, "cancel"):
+        assert seen == {"steps": [1, 2], "cancelled_at": 2, "decodes": 0, "returned_frames": False}
+
+
+def test_cli_world_size_two_matches_world_size_one(two_ranks: Path, tiny_root: Path, tmp_path: Path) -> None:
+    assert run_cli(*cli_command(tiny_root, tmp_path / "ws1.npy")) == 0
+    np.testing.assert_allclose(np.load(two_ranks / "cli.npy"), np.load(tmp_path / "ws1.npy"), rtol=0, atol=1e-5)
+
+
+def test_unsplittable_token_count_is_refused_on_every_rank(two_ranks: Path) -> None:
+    errors = [seen["error"] for seen in _seen(two_ranks, "refusal")]
+    assert all("does not divide by the 2 sequence-parallel ranks" in error for error in errors)
+    # The ranks went on to run the ti2v and cancel scenarios, so nobody was left in a collective.
+    assert (two_ranks / "ti2v.npy").is_file()

@@ -1,0 +1,175 @@
+"""`wan22 generate`: one job on this machine, optionally over N local processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wan.job import GenerationInput, ParallelContext, StepInfo
+from wan.layout import require_diffusers_layout
+from wan.presets import PRESETS, TaskPreset, check_frame_num, parse_size
+
+OUTPUT_SUFFIXES = (".mp4", ".npy")
+
+
+@dataclass
+class LocalJob:
+    """Everything a rank needs; picklable so spawned processes get it."""
+
+    preset: TaskPreset
+    ckpt: Path
+    inp: GenerationInput
+    out: Path
+    poster: Path | None
+    device: str | None
+    ulysses_degree: int | None
+    fsdp: bool
+    t5_cpu: bool
+    attention_backend: str | None
+    vae_tiling: bool
+
+
+def run(args: argparse.Namespace) -> int:
+    job = _job_from_args(args)
+    if args.world_size < 1:
+        raise ValueError("--world-size must be >= 1")
+    _check_sequence_split(job, args.world_size)
+    if args.world_size == 1:
+        rank_main(0, 1, 0, job)
+    else:
+        from wan.distributed import spawn_local
+
+        spawn_local("wan.cli_generate:rank_main", args.world_size, job)
+    print(job.out)
+    return 0
+
+
+def _job_from_args(args: argparse.Namespace) -> LocalJob:
+    preset = PRESETS[args.task]
+    ckpt = require_diffusers_layout(args.ckpt)
+    if args.out.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"--out must end in one of {OUTPUT_SUFFIXES}, got {args.out.name}")
+    size = parse_size(args.size or preset.sizes[0])
+    _check_size(preset, size)
+    if args.frames is not None:
+        check_frame_num(args.frames)
+    if preset.needs_image and args.image is None:
+        raise ValueError(f"task {preset.name} needs --image")
+    if args.image is not None and not preset.accepts_image:
+        raise ValueError(f"task {preset.name} does not take --image")
+    inp = GenerationInput.from_preset(
+        preset,
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        image=_open_image(args.image),
+        size=size,
+        frame_num=args.frames,
+        sample_steps=args.steps,
+        sample_shift=args.shift,
+        guide_scale=args.guide_scale,
+        seed=args.seed,
+    )
+    return LocalJob(
+        preset=preset,
+        ckpt=ckpt,
+        inp=inp,
+        out=args.out,
+        poster=args.poster,
+        device=args.device,
+        ulysses_degree=args.ulysses_degree,
+        fsdp=args.fsdp,
+        t5_cpu=args.t5_cpu,
+        attention_backend=args.attention_backend,
+        vae_tiling=args.vae_tiling,
+    )
+
+
+def _check_size(preset: TaskPreset, size: tuple[int, int]) -> None:
+    width, height = size
+    if width % preset.size_multiple or height % preset.size_multiple:
+        raise ValueError(f"size {width}*{height}: width and height must be multiples of {preset.size_multiple}")
+    if f"{width}*{height}" not in preset.sizes:
+        print(
+            f"warning: {width}*{height} is not one of {preset.name}'s sizes {list(preset.sizes)}; quality may suffer",
+            file=sys.stderr,
+        )
+
+
+def _check_sequence_split(job: LocalJob, world_size: int) -> None:
+    """The checks WanModel makes on every rank, made once here so a bad request fails before spawning."""
+    if world_size == 1:
+        return
+    heads = json.loads((job.ckpt / "transformer" / "config.json").read_text())["num_attention_heads"]
+    ulysses = job.ulysses_degree or world_size
+    if heads % ulysses or world_size % ulysses:
+        raise ValueError(f"Ulysses degree {ulysses} must divide the {heads} heads and the world size {world_size}")
+    multiple = job.preset.size_multiple
+    tokens = ((job.inp.frame_num - 1) // 4 + 1) * (job.inp.width // multiple) * (job.inp.height // multiple)
+    if tokens % world_size:
+        raise ValueError(f"{tokens} transformer tokens do not split over {world_size} ranks; change size or frames")
+
+
+def _open_image(path: Path | None):
+    if path is None:
+        return None
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
+    """One rank: join the group (if any), load, generate; rank 0 writes the outputs."""
+    from wan.distributed import default_device, destroy_group, init_group
+    from wan.model import WanModel
+
+    device = job.device or default_device(rank)
+    if world_size > 1:
+        ctx = init_group("127.0.0.1", port, rank, world_size, device=device)
+    else:
+        ctx = ParallelContext(device=device)
+    ctx.ulysses_degree, ctx.fsdp, ctx.text_encoder_on_cpu = job.ulysses_degree, job.fsdp, job.t5_cpu
+    try:
+        model = WanModel.load(
+            job.ckpt, job.preset, parallel=ctx, attention_backend=job.attention_backend, vae_tiling=job.vae_tiling
+        )
+        bar = _ProgressBar(job.inp.sample_steps) if rank == 0 else None
+        frames = model.generate(job.inp, on_step=bar)
+        if bar is not None:
+            bar.close()
+        if frames is not None:
+            write_outputs(frames, job)
+    finally:
+        destroy_group()
+
+
+class _ProgressBar:
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc="denoising", unit="step", file=sys.stderr)
+
+    def __call__(self, info: StepInfo) -> None:
+        self._bar.set_postfix(expert=info.expert, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def write_outputs(frames: np.ndarray, job: LocalJob) -> None:
+    from wan.video import encode_mp4, poster_image
+
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    if job.out.suffix == ".npy":
+        np.save(job.out, frames)
+    else:
+        job.out.write_bytes(encode_mp4(frames, job.preset.fps))
+    if job.poster is not None:
+        fmt = "png" if job.poster.suffix.lower() == ".png" else "jpeg"
+        job.poster.write_bytes(poster_image(frames, fmt))

@@ -1,0 +1,97 @@
+"""The plain data a generation needs and reports. Torch-free (re-exported by `wan.model`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wan.presets import TaskPreset, expert_guidance
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+class Cancelled(Exception):
+    """The job was cancelled between denoising steps; nothing was decoded."""
+
+    def __init__(self, step: int, total: int):
+        self.step, self.total = step, total
+        super().__init__(f"cancelled after step {step} of {total}")
+
+
+@dataclass
+class StepInfo:
+    step: int  # 1-based
+    total: int
+    expert: str  # "high_noise", "low_noise", or "single" for one-expert models
+    elapsed_s: float  # since generate() started
+
+
+@dataclass
+class GenerationInput:
+    """One job. Guidance is in diffusers' order: `guide_scale` drives the high-noise expert
+    (`transformer`; the only one of single-expert models), `guide_scale_2` the low-noise expert
+    (`transformer_2`; None = same as `guide_scale`). Presets keep Wan's (low, high) order: use
+    `from_preset` or `wan.presets.expert_guidance` to convert. A negative seed means "pick one"
+    (rank 0 picks; every rank uses its pick)."""
+
+    prompt: str
+    negative_prompt: str
+    image: Image | None
+    width: int
+    height: int
+    frame_num: int
+    sample_steps: int
+    sample_shift: float
+    guide_scale: float
+    guide_scale_2: float | None
+    seed: int
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: TaskPreset,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        image: Image | None = None,
+        size: tuple[int, int] | None = None,
+        frame_num: int | None = None,
+        sample_steps: int | None = None,
+        sample_shift: float | None = None,
+        guide_scale: float | list[float] | None = None,
+        seed: int = -1,
+    ) -> GenerationInput:
+        from wan.presets import parse_size
+
+        width, height = size or parse_size(preset.sizes[0])
+        high, low = expert_guidance(preset, guide_scale)
+        return cls(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            image=image,
+            width=width,
+            height=height,
+            frame_num=frame_num or preset.frame_num,
+            sample_steps=sample_steps or preset.sample_steps,
+            sample_shift=sample_shift if sample_shift is not None else preset.sample_shift,
+            guide_scale=high,
+            guide_scale_2=low,
+            seed=seed,
+        )
+
+
+@dataclass
+class ParallelContext:
+    """Where this process sits in its gang. The torch.distributed group is set up by the caller."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    ulysses_degree: int | None = None  # None = world_size; world_size // ulysses_degree goes to ring attention
+    fsdp: bool = False
+    text_encoder_on_cpu: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0

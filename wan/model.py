@@ -1,0 +1,235 @@
+"""A resident Wan2.2 model that runs one job at a time, sharded over the caller's process group.
+
+Denoising is diffusers' own `WanPipeline` / `WanImageToVideoPipeline` loop, asked for latents only:
+the step-end callback reports progress and raises `Cancelled` (so a cancelled job never reaches the
+VAE), and only rank 0 decodes the final latents.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
+from wan.layout import require_diffusers_layout
+from wan.loader import Components, load_components, scheduler_with_shift
+from wan.parallel import (
+    Degrees,
+    all_agree,
+    broadcast_object,
+    check_tokens,
+    degrees,
+    enable_context_parallel,
+    shard_fsdp,
+)
+from wan.presets import TaskPreset, check_frame_num
+from wan.spec import ModelSpec, check_against_preset
+
+__all__ = ["Cancelled", "GenerationInput", "ParallelContext", "StepInfo", "WanModel"]
+
+MAX_TEXT_TOKENS = 512  # Wan2.2's text_len
+
+
+class WanModel:
+    def __init__(self, preset: TaskPreset, comps: Components, parallel: ParallelContext, deg: Degrees) -> None:
+        self.preset, self.parallel, self.degrees = preset, parallel, deg
+        self.device = torch.device(parallel.device)
+        self.spec = ModelSpec.of(comps)
+        self._comps = comps
+        self._pipes = _build_pipelines(comps, preset)
+        self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
+
+    @classmethod
+    def load(
+        cls,
+        ckpt_dir: str | Path,
+        preset: TaskPreset,
+        *,
+        parallel: ParallelContext | None = None,
+        dtype: torch.dtype | None = None,
+        attention_backend: str | None = None,
+        vae_tiling: bool = False,
+    ) -> WanModel:
+        """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
+        caller has already initialised torch.distributed; every rank calls this."""
+        parallel = parallel or ParallelContext()
+        path = require_diffusers_layout(ckpt_dir)
+        if parallel.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("world_size > 1 needs torch.distributed initialised first (see wan.distributed)")
+        device = torch.device(parallel.device)
+        dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+        cpu = torch.device("cpu")
+        fsdp = parallel.fsdp and parallel.world_size > 1
+        comps = load_components(
+            path,
+            dtype=dtype,
+            # FSDP shards from host memory, moving only this rank's shard to the device.
+            transformer_device=cpu if fsdp else device,
+            text_encoder_device=cpu if (parallel.text_encoder_on_cpu or fsdp) else device,
+            vae_device=device,
+        )
+        check_against_preset(ModelSpec.of(comps), preset)
+        deg = _shard(comps, parallel, attention_backend)
+        if vae_tiling:
+            comps.vae.enable_tiling()
+        return cls(preset, comps, parallel, deg)
+
+    def generate(
+        self,
+        inp: GenerationInput,
+        *,
+        on_step: Callable[[StepInfo], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray | None:
+        """Run one job. Returns float frames (F, H, W, 3) in [0, 1] on rank 0, None elsewhere.
+        Raises Cancelled (on every rank, before any decode) when should_cancel() turns true."""
+        started = time.monotonic()
+        inp = self.last_input = self._agree_on_input(inp)
+        self._validate(inp)
+        if all_agree(bool(should_cancel and should_cancel()), self.device):
+            raise Cancelled(0, inp.sample_steps)
+        pipe = self._pipes["i2v" if inp.image is not None else "t2v"]
+        pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
+        callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
+        with torch.no_grad():
+            latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
+            if not self.parallel.is_main:
+                return None
+            return self._decode(pipe, latents)
+
+    def expert_at(self, timestep: float) -> str:
+        """Which expert denoises at `timestep` (same rule as diffusers: high-noise while t >= boundary)."""
+        if self.preset.boundary_ratio is None:
+            return "single"
+        boundary = self.preset.boundary_ratio * self._comps.scheduler.config.num_train_timesteps
+        return "high_noise" if timestep >= boundary else "low_noise"
+
+    @property
+    def components(self) -> Components:
+        return self._comps
+
+    def _agree_on_input(self, inp: GenerationInput) -> GenerationInput:
+        if self.parallel.is_main and inp.seed < 0:
+            inp = replace(inp, seed=random.SystemRandom().randrange(2**31))
+        return broadcast_object(inp, self.device)  # type: ignore[return-value]
+
+    def _validate(self, inp: GenerationInput) -> None:
+        multiple = self.spec.size_multiple
+        if inp.width % multiple or inp.height % multiple or inp.width <= 0 or inp.height <= 0:
+            raise ValueError(f"size {inp.width}*{inp.height}: width and height must be multiples of {multiple}")
+        check_frame_num(inp.frame_num)
+        if inp.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {inp.sample_steps}")
+        if inp.image is None and self.preset.needs_image:
+            raise ValueError(f"task {self.preset.name} needs a conditioning image")
+        if inp.image is not None and "i2v" not in self._pipes:
+            raise ValueError(f"task {self.preset.name} does not take an image")
+        check_tokens(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees)
+
+    def _call_kwargs(self, inp: GenerationInput) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(
+            prompt=inp.prompt,
+            negative_prompt=inp.negative_prompt,
+            height=inp.height,
+            width=inp.width,
+            num_frames=inp.frame_num,
+            num_inference_steps=inp.sample_steps,
+            # diffusers: guidance_scale -> high-noise `transformer`, guidance_scale_2 -> low-noise `transformer_2`.
+            guidance_scale=inp.guide_scale,
+            guidance_scale_2=inp.guide_scale_2 if self.preset.boundary_ratio is not None else None,
+            # CPU generator: the same seed gives the same noise on any device and world size.
+            generator=torch.Generator("cpu").manual_seed(inp.seed),
+            output_type="latent",
+            callback_on_step_end_tensor_inputs=[],
+            max_sequence_length=MAX_TEXT_TOKENS,
+        )
+        if inp.image is not None:
+            kwargs["image"] = inp.image.convert("RGB")
+        return kwargs
+
+    def _decode(self, pipe: Any, latents: torch.Tensor) -> np.ndarray:
+        """The decode of diffusers' pipelines, run on rank 0 only."""
+        vae = self._comps.vae
+        latents = latents.to(device=self.device, dtype=vae.dtype)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        return pipe.video_processor.postprocess_video(video, output_type="np")[0]
+
+
+class _StepCallback:
+    """diffusers' step-end callback: progress every step, then the cancel check."""
+
+    def __init__(
+        self,
+        model: WanModel,
+        total: int,
+        started: float,
+        on_step: Callable[[StepInfo], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.model, self.total, self.started = model, total, started
+        self.on_step, self.should_cancel = on_step, should_cancel
+
+    def __call__(self, pipe: Any, index: int, timestep: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+        step = index + 1
+        if self.on_step is not None:
+            expert = self.model.expert_at(float(timestep))
+            self.on_step(StepInfo(step, self.total, expert, time.monotonic() - self.started))
+        # Every rank takes part in this vote each step, so all of them stop at the same step.
+        cancel = self.should_cancel is not None and self.should_cancel()
+        if all_agree(cancel, self.model.device):
+            raise Cancelled(step, self.total)
+        return {}
+
+
+def _shard(comps: Components, parallel: ParallelContext, attention_backend: str | None) -> Degrees:
+    experts = [t for t in (comps.transformer, comps.transformer_2) if t is not None]
+    if attention_backend:
+        for expert in experts:
+            expert.set_attention_backend(attention_backend)
+    if parallel.world_size == 1:
+        return Degrees(ulysses=1, ring=1)
+    device = torch.device(parallel.device)
+    deg = degrees(parallel, comps.transformer.config.num_attention_heads, attention_backend)
+    for expert in experts:
+        enable_context_parallel(expert, deg, device)
+        if parallel.fsdp:
+            shard_fsdp(expert, expert.blocks, device)
+    if parallel.fsdp and not parallel.text_encoder_on_cpu:
+        shard_fsdp(comps.text_encoder, comps.text_encoder.encoder.block, device)
+    return deg
+
+
+def _build_pipelines(comps: Components, preset: TaskPreset) -> dict[str, Any]:
+    """The diffusers pipelines over the shared resident modules: t2v for prompts, i2v for images."""
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    common = dict(
+        tokenizer=comps.tokenizer,
+        text_encoder=comps.text_encoder,
+        vae=comps.vae,
+        scheduler=comps.scheduler,
+        transformer=comps.transformer,
+        transformer_2=comps.transformer_2,
+        boundary_ratio=preset.boundary_ratio,
+        expand_timesteps=preset.kind == "ti2v",
+    )
+    pipes: dict[str, Any] = {}
+    if preset.kind != "i2v":
+        pipes["t2v"] = WanPipeline(**common)
+    if preset.kind != "t2v":
+        # Wan2.2's i2v conditions on VAE latents only: no CLIP image encoder.
+        pipes["i2v"] = WanImageToVideoPipeline(**common, image_encoder=None, image_processor=None)
+    for pipe in pipes.values():
+        pipe.set_progress_bar_config(disable=True)
+    return pipes
