@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import msgspec
 import structlog
 
@@ -55,6 +56,7 @@ class Gang:
         self.placement_group: Any = None
         self.ready = False
         self.load_s = 0.0
+        self._busy = anyio.Lock()  # one job, rebuild or health check at a time
 
     @property
     def use_gpu(self) -> bool:
@@ -122,9 +124,37 @@ class Gang:
         self.load_s = max(await asyncio.gather(*(a.load.remote(served) for a in self.actors)))
 
     async def run(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
-        """All ranks run the job together; returns rank 0's result."""
-        if not self.ready:
-            raise GangBroken("gang is not ready")
+        """All ranks run the job together (rebuilding the gang first if it broke); returns rank 0's
+        result."""
+        async with self._busy:
+            if not self.ready:
+                await self.teardown("rebuilding")
+                await self.start()
+            return await self._run(job, image, attempt, worker)
+
+    async def check_health(self, timeout_s: float = 10.0) -> None:
+        """Between jobs, ping every rank; a dead one gets the gang rebuilt now rather than when the
+        next job arrives (and /readyz says so meanwhile). Skipped while a job runs."""
+        from ray.exceptions import RayActorError
+
+        try:
+            self._busy.acquire_nowait()
+        except anyio.WouldBlock:
+            return
+        try:
+            if not self.ready:
+                return
+            try:
+                with anyio.fail_after(timeout_s):
+                    await asyncio.gather(*(a.ping.remote() for a in self.actors))
+                return
+            except (RayActorError, TimeoutError) as exc:
+                await self.teardown(f"health check failed: {type(exc).__name__}")
+            await self.start()
+        finally:
+            self._busy.release()
+
+    async def _run(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
         payload = encode(job)
         tasks = [asyncio.ensure_future(_await(a.run.remote(payload, image, attempt, worker))) for a in self.actors]
         try:
@@ -177,11 +207,6 @@ class Gang:
         if self.placement_group is not None:
             remove_placement_group(self.placement_group)
         self.actors, self.members, self.placement_group, self.ready = [], [], None, False
-
-    async def ensure_ready(self) -> None:
-        if not self.ready:
-            await self.teardown("rebuilding")
-            await self.start()
 
 
 async def _await(ref: Any) -> Any:

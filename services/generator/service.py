@@ -100,9 +100,15 @@ class GeneratorService:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self._heartbeat_s)
-            if self.gang.ready:
-                with contextlib.suppress(RedisError):
-                    await self._register_gang(self.gang.members)
+            if not self.gang.ready:
+                continue
+            try:
+                await self.gang.check_health()
+            except Exception as exc:  # a failed rebuild: the next job tries again
+                log.warning("gang.rebuild_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            with contextlib.suppress(RedisError):
+                await self._register_gang(self.gang.members)
 
     def stop(self) -> None:
         self._starting.cancel()

@@ -55,7 +55,6 @@ class JobRunner:
             await self._cancelled(job, "cancelled before it started")
             return
         image = await self.images.load(job.image) if job.image else None
-        await self.gang.ensure_ready()
         started = time.perf_counter()
         try:
             result = await self.gang.run(job, image, entry.attempt, self.worker)

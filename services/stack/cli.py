@@ -36,6 +36,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
         help="embedded Redis appendfsync (always: no acknowledged write lost on a crash)",
     )
     parser.add_argument("--world-size", type=int, default=1, help="ranks of the demo task's gang")
+    parser.add_argument("--replicas", type=int, default=1, help="generators (gangs) per task")
 
 
 def _stack_options(args: argparse.Namespace, default_port: int) -> StackOptions:
@@ -45,6 +46,7 @@ def _stack_options(args: argparse.Namespace, default_port: int) -> StackOptions:
         storage=args.storage,
         fsync=args.fsync,
         world_size=args.world_size,
+        replicas=args.replicas,
     )
 
 

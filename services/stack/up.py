@@ -27,6 +27,7 @@ class StackOptions:
     storage: str = "./outputs"
     fsync: str = "everysec"  # "always": no acknowledged write is lost when Redis restarts
     world_size: int = 1  # of the demo task
+    replicas: int = 1  # generators (gangs) per task
     only: list[str] = field(default_factory=list)  # tasks to start generators for (default: all configured)
 
 
@@ -82,7 +83,8 @@ class Stack:
     async def _ray_address(self, tasks: dict[str, int]) -> str:
         if os.environ.get("RAY_ADDRESS"):
             return os.environ["RAY_ADDRESS"]
-        self.ray = RayHead(num_cpus=max(os.cpu_count() or 1, sum(tasks.values())))
+        ranks = sum(tasks.values()) * self.options.replicas
+        self.ray = RayHead(num_cpus=max(os.cpu_count() or 1, ranks))
         await anyio.to_thread.run_sync(self.ray.start)
         log.info("up.ray", address=self.ray.address)
         return self.ray.address
@@ -94,13 +96,15 @@ class Stack:
             Child("notifier", [*wan22, "notifier"], {"WAN22_METRICS_PORT": str(free_port())}),
         ]
         for task in tasks:
-            self.generator_ports[task] = free_port()
-            env = {
-                "WAN22_TASK": task,
-                "WAN22_METRICS_PORT": str(self.generator_ports[task]),
-                "WAN22_METRICS_HOST": "127.0.0.1",
-            }
-            children.append(Child(f"gen:{task}", [*wan22, "generator"], env))
+            for replica in range(self.options.replicas):
+                name = f"gen:{task}" + (f":{replica}" if self.options.replicas > 1 else "")
+                self.generator_ports[name] = free_port()
+                env = {
+                    "WAN22_TASK": task,
+                    "WAN22_METRICS_PORT": str(self.generator_ports[name]),
+                    "WAN22_METRICS_HOST": "127.0.0.1",
+                }
+                children.append(Child(name, [*wan22, "generator"], env))
         for child in children:
             child.env = self.env | child.env
         return children
