@@ -69,10 +69,11 @@ class ResolvedTarget:
         return _literal(self.host) is not None
 
 
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    """CIDRs (host bits must be zero) → networks; raises ValueError naming the bad one."""
+def parse_networks(cidrs: Iterable[str] | str) -> tuple[Network, ...]:
+    """CIDRs (host bits must be zero; a string is split on commas) → networks; raises ValueError
+    naming the bad one."""
     networks = []
-    for cidr in cidrs:
+    for cidr in cidrs.split(",") if isinstance(cidrs, str) else cidrs:
         text = cidr.strip()
         if not text:
             continue
@@ -211,19 +212,28 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, target: ResolvedTarget, inner: httpx.AsyncBaseTransport) -> None:
         self.target, self.inner = target, inner
+        self._pinned: dict[str, httpx.URL] = {}  # URL → the same URL on the address (parsing is slow)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url, target = request.url, self.target
+        target = self.target
+        request.url = self._pinned.get(str(request.url)) or self._pin(request.url)
+        if target.scheme == "https" and not target.is_literal:
+            request.extensions = {**request.extensions, "sni_hostname": target.host}
+        return await self.inner.handle_async_request(request)
+
+    def _pin(self, url: httpx.URL) -> httpx.URL:
+        target = self.target
         if (url.scheme, (url.host or "").rstrip(".").lower(), url.port or _default_port_of(url)) != (
             target.scheme,
             target.host,
             target.port,
         ):
             raise EgressRefused(f"this client is pinned to {target.scheme}://{target.host}:{target.port}")
-        request.url = url.copy_with(host=str(target.address))
-        if target.scheme == "https" and not target.is_literal:
-            request.extensions = {**request.extensions, "sni_hostname": target.host}
-        return await self.inner.handle_async_request(request)
+        pinned = url.copy_with(host=str(target.address))
+        if len(self._pinned) >= 1024:
+            self._pinned.clear()
+        self._pinned[str(url)] = pinned
+        return pinned
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -260,7 +270,7 @@ async def fetch_bytes(
     url: str, allow: Sequence[Network] = (), *, max_bytes: int, timeout: float, verify: ssl.SSLContext | bool = True
 ) -> bytes:
     """A guarded GET: checked address, no redirects, at most `max_bytes` and `timeout` seconds in
-    all (resolution included). Raises EgressRefused, FetchError, or OSError for DNS failures."""
+    all (resolution included). Raises EgressRefused (not allowed) or FetchError (anything else)."""
     try:
         with anyio.fail_after(timeout):
             target = await resolve_checked(url, allow)
@@ -268,6 +278,8 @@ async def fetch_bytes(
                 return await _read_limited(client, url, max_bytes)
     except TimeoutError:
         raise FetchError(f"fetching took longer than {timeout:g} s") from None
+    except OSError as exc:
+        raise FetchError(f"could not resolve the host: {exc}") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{type(exc).__name__}: {exc}") from None
 

@@ -53,8 +53,9 @@ def load(cls: type[S], env: Mapping[str, str] | None = None, **overrides: Any) -
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for field in msgspec.structs.fields(cls):
-        if overrides.get(field.name) is not None:
-            values[field.name] = overrides[field.name]
+        override = overrides.get(field.name)
+        if override is not None:
+            values[field.name] = _parse_env(override, field.type) if isinstance(override, str) else override
         elif env_name(field.name) in env:
             values[field.name] = _parse_env(env[env_name(field.name)], field.type)
     try:

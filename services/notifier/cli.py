@@ -134,7 +134,7 @@ async def _add(redis: Any, keys: Keys, settings: NotifierSettings, args: argpars
 
 async def _list(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     subs = await subscriptions.all_subscriptions(redis, keys)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": s.id,
             "url": s.url,

@@ -8,9 +8,6 @@ receiver holds at most its own slots and backlog, and deliveries to everyone els
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-
 import anyio
 import structlog
 from redis.asyncio import Redis
@@ -24,6 +21,7 @@ from services.keys import Keys
 from services.notifier import dlq, store
 from services.notifier.clients import ClientPool, Origin, origin_of
 from services.notifier.delivery import Result, attempt
+from services.notifier.endpoint import Endpoint
 from services.notifier.recorder import Recorder
 from services.notifier.schedule import RetrySchedule
 from services.notifier.settings import NotifierSettings
@@ -34,15 +32,8 @@ log = structlog.get_logger("wan22.notifier")
 
 BATCH = 256  # most deliveries claimed per round trip
 BACKLOG_ROUNDS = 2  # an endpoint's backlog holds this many rounds of its concurrency
-DEFER_S = 0.5  # a delivery for a saturated endpoint comes back after this long
 MAX_LOST = 3  # claims that ended without a recorded attempt before the delivery is given up
 INVALID: Origin = ("", "", 0)
-
-
-@dataclass(slots=True)
-class Endpoint:
-    active: int = 0
-    backlog: deque[Claimed] = field(default_factory=deque)
 
 
 class Dispatcher:
@@ -66,13 +57,19 @@ class Dispatcher:
         )
         self.lease_s = 2 * self.timeout + 1  # covers a backlog wait plus the attempt itself
         self.concurrency, self.per_endpoint = settings.webhook_concurrency, settings.webhook_per_endpoint
+        self._low_water = max(1, min(BATCH, self.concurrency // 4))
         self.pool = ClientPool(settings.allow_networks, self.timeout, self.per_endpoint)
         self._endpoints: dict[Origin, Endpoint] = {}
         self._held: set[str] = set()  # claimed and not yet recorded (sending or in a backlog)
         self._active = 0
         self._wake, self._slot, self._stop, self._idle = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self.recorder = Recorder(redis, keys, self._held.difference_update)
+        self.recorder = Recorder(redis, keys, self._recorded)
+
+    def _recorded(self, ids: list[str]) -> None:
+        """Outcomes are stored: their claims count no more against the concurrency."""
+        self._held.difference_update(ids)
+        self._slot.set()
 
     def wake(self) -> None:
         """New deliveries are due (saves waiting for the next poll)."""
@@ -105,7 +102,7 @@ class Dispatcher:
         failures = 0
         while not self._stop.is_set():
             free = min(self.concurrency - len(self._held), BATCH)
-            if free <= 0:
+            if free < self._low_water and self._held:  # claim in batches, not one slot at a time
                 self._slot = anyio.Event()
                 await self._slot.wait()
                 continue
@@ -124,8 +121,14 @@ class Dispatcher:
         """Claim and dispatch up to `limit`; True when more may be due right away."""
         t = now()
         claimed = await store.claim(self.redis, self.keys, t, t + self.lease_s, limit)
-        deferred = [c.delivery.id for c in claimed if not self._dispatch(c)]
-        await store.put_back(self.redis, self.keys, deferred, now() + DEFER_S)
+        deferred: dict[str, float] = {}
+        for c in claimed:
+            delay = self._dispatch(c)
+            if delay is not None:
+                deferred[c.delivery.id] = t + delay
+        for ep in self._endpoints.values():
+            ep.deferred = 0
+        await store.put_back(self.redis, self.keys, deferred)
         return len(claimed) == limit
 
     async def _sleep_until_due(self) -> None:
@@ -135,7 +138,8 @@ class Dispatcher:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
 
-    def _dispatch(self, c: Claimed) -> bool:
+    def _dispatch(self, c: Claimed) -> float | None:
+        """Start it, or queue it in its endpoint's backlog; else the delay to put it back with."""
         try:
             origin = origin_of(c.delivery.url)
         except EgressRefused:
@@ -147,8 +151,8 @@ class Dispatcher:
             ep.backlog.append(c)
             self._held.add(c.delivery.id)
         else:
-            return False
-        return True
+            return ep.defer_delay(self.per_endpoint)
+        return None
 
     def _start(self, c: Claimed, ep: Endpoint, origin: Origin, *, from_backlog: bool) -> None:
         assert self._tg is not None
@@ -163,7 +167,9 @@ class Dispatcher:
         try:
             if from_backlog:  # it waited: renew the lease before the attempt
                 await store.extend(self.redis, self.keys, c.delivery.id, now() + self.lease_s)
-            await self._attempt(c)
+            seconds = await self._attempt(c)
+            if seconds is not None:
+                ep.latency = seconds if not ep.latency else 0.8 * ep.latency + 0.2 * seconds
         except Exception as exc:  # Redis trouble: the lease runs out and the delivery comes back
             log.warning("notifier.attempt_aborted", delivery=c.delivery.id, error=f"{type(exc).__name__}: {exc}")
             self._held.discard(c.delivery.id)
@@ -181,21 +187,23 @@ class Dispatcher:
         elif not ep.active and not ep.backlog:
             self._endpoints.pop(origin, None)
 
-    async def _attempt(self, c: Claimed) -> None:
-        """One attempt; its outcome goes to the recorder (which releases the claim)."""
+    async def _attempt(self, c: Claimed) -> float | None:
+        """One attempt; its outcome goes to the recorder (which releases the claim). Returns how
+        long the attempt took, None when there was none."""
         if c.lost >= MAX_LOST:
             self._dead(c, "lost")
-            return
+            return None
         secrets = await self._secrets_for(c)
         if secrets is None:
             self.recorder.add(Outcome("finish", c, "dropped"))
             metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
             log.info("notifier.dropped", delivery=c.delivery.id, target=c.delivery.target, reason="no subscription")
-            return
+            return None
         result = await attempt(self.pool, c.delivery, secrets, self.timeout)
         c.attempts.append(result.attempt)
         metrics.WEBHOOK_SECONDS.observe(result.attempt.seconds)
         await self._decide(c, result)
+        return result.attempt.seconds
 
     async def _decide(self, c: Claimed, result: Result) -> None:
         d, a = c.delivery, result.attempt
@@ -246,8 +254,11 @@ class Dispatcher:
         waiting = [c.delivery.id for ep in self._endpoints.values() for c in ep.backlog]
         for ep in self._endpoints.values():
             ep.backlog.clear()
-        await store.put_back(self.redis, self.keys, waiting, now())
-        self._held.difference_update(waiting)
+        try:
+            await store.put_back(self.redis, self.keys, dict.fromkeys(waiting, now()))
+            self._held.difference_update(waiting)
+        except RedisError as exc:  # they stay held; the final put-back tries again
+            log.warning("notifier.put_back_failed", error=str(exc), count=len(waiting))
         if self._active:
             self._idle = anyio.Event()
             with anyio.move_on_after(self.grace_s):
@@ -261,7 +272,7 @@ class Dispatcher:
 
     async def _put_back_held(self) -> None:
         try:
-            await store.put_back(self.redis, self.keys, sorted(self._held), now())
+            await store.put_back(self.redis, self.keys, dict.fromkeys(sorted(self._held), now()))
         except RedisError as exc:
             log.warning("notifier.put_back_failed", error=str(exc), count=len(self._held))
         self._held.clear()

@@ -56,22 +56,20 @@ class Notifier:
         fanout = FanOut(self.redis, self.keys, self.subs, schedule, self.dispatcher.wake)
         consumer_settings = self.settings.consumer(concurrency=64, batch=64)
         self.consumer = StreamConsumer(
-            self.redis, self.keys, self.keys.events, NOTIFIER_GROUP, self.name, fanout, consumer_settings
+            self.redis,
+            self.keys,
+            self.keys.events,
+            NOTIFIER_GROUP,
+            self.name,
+            None,
+            consumer_settings,
+            batch_handler=fanout,
         )
         log.info("notifier.start", consumer=self.name, schedule=self.settings.schedule)
         async with anyio.create_task_group() as tg:
             await tg.start(self.dispatcher.run)
-            async with anyio.create_task_group() as events:
-                events.start_soon(fanout.run)
-                await events.start(self._consume, self.consumer, events.cancel_scope)
-                task_status.started()
-                if self._stop.is_set():
-                    self.stop()
+            await tg.start(self.consumer.run)
+            task_status.started()
+            if self._stop.is_set():
+                self.stop()
         log.info("notifier.stopped", consumer=self.name)
-
-    @staticmethod
-    async def _consume(
-        consumer: StreamConsumer, fanout_scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
-    ) -> None:
-        await consumer.run(task_status=task_status)
-        fanout_scope.cancel()  # the consumer has drained its handlers: the fan-out is idle

@@ -11,7 +11,7 @@ DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,36000"
 
 class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
     webhook_schedule: str = DEFAULT_SCHEDULE  # seconds before each attempt, comma-separated
-    webhook_allow_networks: str = ""  # CIDRs of internal receivers that may be called
+    webhook_allow_networks: list[str] = []  # CIDRs of internal receivers that may be called
     webhook_timeout_s: float = 15.0  # an attempt succeeds on a 2xx within this time
     webhook_concurrency: int = 100  # attempts in flight in one notifier
     webhook_per_endpoint: int = 8  # attempts in flight to one scheme://host:port
@@ -23,7 +23,7 @@ class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
         super().__post_init__()
         _parse_schedule(self.webhook_schedule)
         try:
-            parse_networks(self.webhook_allow_networks.split(","))
+            parse_networks(self.webhook_allow_networks)
         except ValueError as exc:
             raise SettingsError(f"{env_name('webhook_allow_networks')}: {exc}") from None
         _require(self.webhook_timeout_s > 0, "webhook_timeout_s", "must be positive")
@@ -42,7 +42,7 @@ class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
 
     @property
     def allow_networks(self) -> tuple[Network, ...]:
-        return parse_networks(self.webhook_allow_networks.split(","))
+        return parse_networks(self.webhook_allow_networks)
 
     @property
     def secrets(self) -> list[str]:

@@ -106,9 +106,11 @@ for i = 3, #ARGV, 5 do
   else
     local status = arg
     if op == 'dead' then
-      local fields = {'type', 'webhook_dead_letter', 'task_id', ARGV[i + 4], 'payload', arg}
-      dead[#dead + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields))
       status = 'dead'
+      if redis.call('HGET', key, 'status') ~= 'dead' then  -- applied twice: one letter only
+        local fields = {'type', 'webhook_dead_letter', 'task_id', ARGV[i + 4], 'payload', arg}
+        dead[#dead + 1] = redis.call('XADD', KEYS[2], '*', unpack(fields))
+      end
     end
     redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'status', status, 'attempts', attempts)
@@ -178,14 +180,14 @@ async def finish(redis: Redis, keys: Keys, c: Claimed, status: str) -> None:
     await apply(redis, keys, [Outcome("finish", c, status)])
 
 
-async def put_back(redis: Redis, keys: Keys, ids: list[str], due: float) -> None:
-    """Return claimed deliveries unattempted (endpoint busy, shutdown): due at `due`, and the
+async def put_back(redis: Redis, keys: Keys, due: dict[str, float]) -> None:
+    """Return claimed deliveries unattempted (endpoint busy, shutdown), each due at its time; the
     claim does not count as lost."""
-    if not ids:
+    if not due:
         return
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(keys.webhook_schedule, dict.fromkeys(ids, due), xx=True)
-        for delivery in ids:
+        pipe.zadd(keys.webhook_schedule, due, xx=True)
+        for delivery in due:
             pipe.hincrby(keys.webhook_delivery(delivery), "claims", -1)
         await pipe.execute()
 

@@ -43,7 +43,7 @@ async def quiesce(redis, soak: Soak, timeout: float) -> float:  # type: ignore[n
     with anyio.fail_after(timeout):
         while True:
             states = [await redis.hget(KEYS.task(t), "status") for t in expected_tasks(soak)]
-            busy = sum(await _pending(redis, s, g) for s, g in _groups())
+            busy = sum([await _pending(redis, s, g) for s, g in _groups()])
             scheduled = await redis.zcard(KEYS.webhook_schedule)
             if all(s in TERMINAL for s in states) and not busy and not scheduled:
                 return anyio.current_time() - started

@@ -10,8 +10,20 @@ KEYS = Keys()
 
 
 def job(task_id: str) -> Job:
-    return Job(task_id=task_id, task="demo", prompt="p", width=64, height=64, frame_num=5, sample_steps=4,
-               sample_shift=5.0, guide_scale=(5.0, 5.0), seed=1, fps=24, created_at=now())
+    return Job(
+        task_id=task_id,
+        task="demo",
+        prompt="p",
+        width=64,
+        height=64,
+        frame_num=5,
+        sample_steps=4,
+        sample_shift=5.0,
+        guide_scale=(5.0, 5.0),
+        seed=1,
+        fps=24,
+        created_at=now(),
+    )
 
 
 async def test_batch_accept_survives_an_emptied_script_cache(redis):

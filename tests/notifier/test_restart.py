@@ -1,0 +1,69 @@
+"""A notifier killed mid-attempt loses nothing: the lease in the schedule brings it back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from services.contracts import Completed
+from services.notifier import store
+from tests.notifier.conftest import SECRET, make_settings, publish, put_task, running, wait_until
+
+
+def spawn_notifier(redis_url: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "WAN22_REDIS_URL": redis_url,
+        "WAN22_WEBHOOK_SCHEDULE": "0,0.2,0.2",
+        "WAN22_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+        "WAN22_WEBHOOK_TIMEOUT_S": "1",
+        "WAN22_WEBHOOK_SECRET": SECRET,
+        "WAN22_METRICS_PORT": "0",
+        "WAN22_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen([sys.executable, "-m", "services.cli.main", "notifier"], env=env, cwd=os.getcwd())
+
+
+async def test_killed_mid_attempt_is_redelivered_with_the_same_id(redis, redis_url, keys, receiver):
+    await put_task(redis, keys, "k1", receiver.url("/hang-once/3/x"))
+    await publish(redis, keys, Completed(task_id="k1", video_url="v"))
+    proc = spawn_notifier(redis_url)
+    try:
+        await wait_until(lambda: len(receiver.received()) == 1, timeout=15)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    delivery = receiver.received()[0].webhook_id
+    async with running(redis, make_settings(redis_url, webhook_timeout_s=1)):
+        await wait_until(lambda: len(receiver.received()) == 2, timeout=10)
+        await wait_until(lambda: _delivered(redis, keys, delivery))
+    first, second = receiver.received()
+    assert first.webhook_id == second.webhook_id
+    assert second.at - first.at >= 2.5  # not before the lease (2 × timeout + 1 s) ran out
+    second.verify(SECRET)
+    _, attempts = await store.status(redis, keys, delivery)
+    assert [a.status for a in attempts] == [200]  # the lost attempt left no record, and used none up
+
+
+async def _delivered(redis, keys, delivery: str) -> bool:
+    state, _ = await store.status(redis, keys, delivery)
+    return state == "delivered"
+
+
+async def test_graceful_stop_hands_claimed_deliveries_back(redis, redis_url, keys, receiver):
+    await put_task(redis, keys, "k2", receiver.url("/hang-once/1.5/x"))
+    settings = make_settings(redis_url, webhook_timeout_s=5)
+    async with running(redis, settings) as notifier:
+        await publish(redis, keys, Completed(task_id="k2", video_url="v"))
+        await wait_until(lambda: len(receiver.received()) == 1)
+        assert notifier.dispatcher is not None
+        notifier.dispatcher.grace_s = 0.1  # shorter than the receiver's answer
+    delivery = receiver.received()[0].webhook_id
+    [(member, _due)] = await redis.zrange(keys.webhook_schedule, 0, -1, withscores=True)
+    assert member == delivery
+    async with running(redis, settings, name="n2"):
+        await wait_until(lambda: _delivered(redis, keys, delivery), timeout=5)
+    assert len(receiver.received()) == 2
