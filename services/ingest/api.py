@@ -91,7 +91,7 @@ class Api:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
             generate = parse.from_json(body)
-            result = await self.door.submit(generate, request_id, request.headers.get("idempotency-key"), "http")
+            result = await self.door.submit(generate, request_id, request.headers.get("idempotency-key"))
         except Invalid as exc:
             status = 429 if exc.reason == "queue_full" else (400 if exc.reason == "malformed" else 422)
             headers = {"Retry-After": "5"} if exc.reason == "queue_full" else None

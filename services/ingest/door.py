@@ -33,9 +33,8 @@ class Door:
             metrics.REQUESTS.labels(door, "accepted" if result.created else "duplicate", "").inc()
         return results
 
-    async def submit(
-        self, request: GenerateRequest, request_id: str, idempotency_key: str | None, door: str
-    ) -> AcceptResult:
-        job = self.prepare(request, request_id, door)
-        [result] = await self.accept([(job, idempotency_key or request.idempotency_key)], door)
+    async def submit(self, request: GenerateRequest, request_id: str, idempotency_key: str | None) -> AcceptResult:
+        """One request of the HTTP door."""
+        job = self.prepare(request, request_id, "http")
+        [result] = await self.accept([(job, idempotency_key or request.idempotency_key)], "http")
         return result
