@@ -35,7 +35,8 @@ async def run_demo(options: StackOptions, prompt: str) -> int:
 
 async def _one_video(stack: Stack, prompt: str) -> int:
     started = time.monotonic()
-    await _wait_ready(stack)
+    _say("starting ingest, notifier and the demo generator (first start loads the model) ...")
+    await stack.wait_ready(READY_TIMEOUT_S)
     _say(f"stack ready in {time.monotonic() - started:.0f} s; submitting: {prompt!r}")
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
         response = await http.post("/generate", json={"task": DEMO_TASK, "prompt": prompt})
@@ -54,23 +55,6 @@ async def _one_video(stack: Stack, prompt: str) -> int:
         _say(f"dashboard: {stack.api_url}/ui  (while `wan22 up` runs)")
         _say(f"done in {time.monotonic() - started:.0f} s")
     return code
-
-
-async def _wait_ready(stack: Stack) -> None:
-    urls = [f"{stack.api_url}/readyz"] + [f"http://127.0.0.1:{p}/readyz" for p in stack.generator_ports.values()]
-    _say("starting ingest, notifier and the demo generator (first start loads the model) ...")
-    with anyio.fail_after(READY_TIMEOUT_S):
-        async with httpx.AsyncClient(timeout=2) as http:
-            for url in urls:
-                while not await _ok(http, url):
-                    await anyio.sleep(0.5)
-
-
-async def _ok(http: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _path(url: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import httpx
 import structlog
 
 from services.models_config import load_models
@@ -109,6 +110,15 @@ class Stack:
             child.env = self.env | child.env
         return children
 
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Until ingest answers /readyz and every generator's gang is loaded."""
+        urls = [f"{self.api_url}/readyz"] + [f"http://127.0.0.1:{p}/readyz" for p in self.generator_ports.values()]
+        with anyio.fail_after(timeout_s):
+            async with httpx.AsyncClient(timeout=2) as http:
+                for url in urls:
+                    while not await responds(http, url):
+                        await anyio.sleep(0.5)
+
     async def run(self) -> None:
         assert self.supervisor is not None
         try:
@@ -126,3 +136,11 @@ class Stack:
             await anyio.to_thread.run_sync(self.ray.stop)
         if self.redis:
             await anyio.to_thread.run_sync(self.redis.stop)
+
+
+async def responds(http: httpx.AsyncClient, url: str) -> bool:
+    """True when `url` answers 200."""
+    try:
+        return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False

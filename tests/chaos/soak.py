@@ -17,7 +17,7 @@ import httpx
 from services.keys import Keys
 from services.redisconn import connect
 from services.stack.redis_server import free_port
-from services.stack.up import Stack, StackOptions
+from services.stack.up import Stack, StackOptions, responds
 from tests.chaos.load import Request, build
 from tests.chaos.receiver import Receiver
 
@@ -75,24 +75,6 @@ async def start(tmp: Path, ckpt: Path, n: int) -> Soak:
     await stack.start()
     receiver = Receiver(SECRET).start()
     return Soak(stack, receiver, build(n, receiver.url))
-
-
-async def wait_ready(soak: Soak, timeout: float = 300) -> None:
-    urls = [f"{soak.stack.api_url}/readyz"] + [
-        f"http://127.0.0.1:{p}/readyz" for p in soak.stack.generator_ports.values()
-    ]
-    with anyio.fail_after(timeout):
-        async with httpx.AsyncClient(timeout=2) as http:
-            for url in urls:
-                while not await _ok(http, url):
-                    await anyio.sleep(0.5)
-
-
-async def _ok(http: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # ---- load ------------------------------------------------------------------------------------
@@ -193,7 +175,7 @@ async def kill_child(soak: Soak, name: str, ready_url: str) -> None:
     os.kill(target.process.pid, signal.SIGKILL)
     await anyio.sleep(0.3)
     async with httpx.AsyncClient(timeout=2) as http:
-        while not await _ok(http, ready_url):
+        while not await responds(http, ready_url):
             await anyio.sleep(0.2)
     soak.faults.append((f"SIGKILL {name}", at - soak.started, time.monotonic() - at))
 
@@ -211,7 +193,7 @@ async def restart_redis(soak: Soak, down_s: float = 2.0) -> None:
             assert response.headers["content-type"].startswith("application/json"), response.text
         await anyio.sleep(down_s / 2)
         await anyio.to_thread.run_sync(server.start)
-        while not await _ok(http, f"{soak.stack.api_url}/readyz"):
+        while not await responds(http, f"{soak.stack.api_url}/readyz"):
             await anyio.sleep(0.2)
     soak.faults.append(("restart redis-server (SIGKILL)", at - soak.started, time.monotonic() - at))
 

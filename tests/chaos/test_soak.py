@@ -20,7 +20,7 @@ async def run(tmp_path, tiny_ckpt, n: int, spread_s: float, fault_gap_s: float, 
         async with anyio.create_task_group() as tg:
             tg.start_soon(soak.stack.run)
             try:
-                await soak_module.wait_ready(soak)
+                await soak.stack.wait_ready(300)
                 soak.started = anyio.current_time()
                 async with anyio.create_task_group() as load:
                     load.start_soon(soak_module.submit_all, soak, spread_s)
