@@ -62,3 +62,9 @@ async def progress_steps(redis, task_id: str) -> list[int]:
 
 async def pending(redis) -> int:
     return int((await redis.xpending(KEYS.jobs("demo"), GENERATOR_GROUP))["pending"])
+
+
+async def progress_times(redis, task_id: str) -> list[tuple[int, float]]:
+    """(step, wall-clock time it was published) for each progress entry of the task."""
+    rows = await redis.xrange(KEYS.progress)
+    return [(p["step"], p["ts"]) for p in (json.loads(f["payload"]) for _, f in rows if f["task_id"] == task_id)]
