@@ -64,8 +64,8 @@ async def _group(redis: Redis, stream: str, group: dict[str, Any], lease_ms: int
     ]
     oldest_ms = 0
     if int(group["pending"]):
-        [row] = await redis.xpending_range(stream, name, min="-", max="+", count=1)
-        oldest_ms = int(row["time_since_delivered"])
+        rows = await redis.xpending_range(stream, name, min="-", max="+", count=1)
+        oldest_ms = int(rows[0]["time_since_delivered"]) if rows else 0  # may be acked since XINFO
     lag = group.get("lag")
     summary = {
         "group": name,

@@ -328,8 +328,8 @@ class StreamConsumer:
                 continue
             try:
                 lost = await self.member.extend(ids)
-            except RedisError as exc:
-                log.warning("consumer.lease_failed", error=str(exc))
+            except Exception as exc:  # a missed extension is retried at the next tick
+                log.warning("consumer.lease_failed", error=f"{type(exc).__name__}: {exc}")
                 continue
             if lost:
                 log.warning("consumer.lease_lost", entries=sorted(lost))
@@ -346,8 +346,8 @@ class StreamConsumer:
                 sweeps += 1
                 if sweeps % 20 == 0:
                     await self.member.forget_idle_consumers()
-            except RedisError as exc:
-                log.warning("consumer.reclaim_failed", error=str(exc))
+            except Exception as exc:  # housekeeping must never stop the consumer
+                log.warning("consumer.reclaim_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _reclaim_once(self) -> None:
         cursor = "0-0"
@@ -373,5 +373,5 @@ class StreamConsumer:
                 removed = await trim_stream(self.redis, self.stream, self.settings.retain_s)
                 if removed:
                     log.debug("consumer.trimmed", removed=removed)
-            except RedisError as exc:
-                log.warning("consumer.trim_failed", error=str(exc))
+            except Exception as exc:  # housekeeping must never stop the consumer
+                log.warning("consumer.trim_failed", error=f"{type(exc).__name__}: {exc}")

@@ -36,7 +36,8 @@ async def safe_trim_point(redis: Redis, stream: str) -> str | None:
         points.append(str(group["last-delivered-id"]))
         if int(group["pending"]):
             summary = await redis.xpending(stream, group["name"])
-            points.append(str(summary["min"]))
+            if summary["min"] is not None:  # acked since XINFO GROUPS read it
+                points.append(str(summary["min"]))
     return _min_id(points)
 
 
