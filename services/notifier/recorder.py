@@ -7,44 +7,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from services.consumer import backoff_delay
+from services.consumer.flusher import BatchFlusher
 from services.keys import Keys
 from services.notifier import store
 from services.notifier.store import Outcome
 
-log = structlog.get_logger("wan22.notifier")
-
 BATCH = 500
 
 
-class Recorder:
+class Recorder(BatchFlusher):
+    what = "webhook outcomes"
+
     def __init__(self, redis: Redis, keys: Keys, on_recorded: Callable[[list[str]], None]) -> None:
+        super().__init__()
         self.redis, self.keys, self.on_recorded = redis, keys, on_recorded
         self._pending: list[Outcome] = []
-        self._ready = anyio.Event()
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        self._ready.set()
-
-    async def run(self) -> None:
-        failures = 0
-        while True:
-            await self._ready.wait()
-            self._ready = anyio.Event()
-            try:
-                await self.flush()
-                failures = 0
-            except RedisError as exc:
-                failures += 1
-                log.warning("notifier.redis_error", where="record", error=str(exc), pending=len(self._pending))
-                await anyio.sleep(backoff_delay(failures, 0.05, 5.0))
-                self._ready.set()
+        self._wake()
 
     async def flush(self) -> None:
         """Record everything pending; on failure the outcomes stay for the next flush."""
