@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from redis.asyncio import Redis
 
-from services.contracts import TERMINAL, TaskState
+from services.contracts import TERMINAL
 from services.keys import Keys
 from services.tasks import TaskStore
 
@@ -48,7 +48,3 @@ async def follow(
                 yield kind, entry_id, fields.get("payload", "{}")
                 if kind in TERMINAL:
                     return
-
-
-def state_of(payload: bytes | str) -> TaskState:
-    return msgspec.json.decode(payload, type=TaskState)

@@ -14,7 +14,7 @@ import structlog
 from redis.asyncio import Redis
 
 from services import metrics
-from services.consumer import Entry, Hooks, LeavePending
+from services.consumer import Entry, Hooks
 from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, Retrying, job_decoder
 from services.generator.gang import Gang, JobCancelled
 from services.generator.images import ImageLoader
@@ -126,6 +126,3 @@ class JobRunner:
         task = entry.fields.get("task", "") or entry.stream.rsplit(":", 1)[-1]
         metrics.JOBS.labels(task, "failed").inc()
         log.error("job.failed", error=error, attempts=attempts, reason=reason)
-
-
-__all__ = ["JobRunner", "LeavePending"]
