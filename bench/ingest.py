@@ -3,7 +3,7 @@
 Stream door: requests/s normalized and accepted by one `wan22 ingest` process over N requests,
 against raw pipelined XADD on the same redis-server. HTTP door: requests/s and p50/p99 latency of
 POST /generate at C concurrent connections (wrk when installed, else an httpx client), against a
-bare starlette endpoint served by the same uvicorn settings.
+bare starlette endpoint served by the same server settings (`services.httpserver`, `services.eventloop`).
 
     python bench/ingest.py [--requests 20000] [--connections 64] [--seconds 10]
 """
@@ -40,17 +40,18 @@ done = function(summary, latency, requests)
 end
 """
 BARE_APP = """
+import sys
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-import uvicorn, sys
+from services import eventloop, httpserver
 
 async def generate(request):
     await request.body()
     return JSONResponse({"status": "task_started", "task_id": "x"}, status_code=202)
 
 app = Starlette(routes=[Route("/generate", generate, methods=["POST"]), Route("/healthz", generate)])
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, lifespan="off")
+eventloop.run(httpserver.serve, httpserver.server(app, "127.0.0.1", int(sys.argv[1])))
 """
 
 
@@ -149,7 +150,7 @@ def _httpx_load(url: str, connections: int, seconds: int) -> tuple[float, float,
 
 def http_door(server: RedisServer, connections: int, seconds: int) -> tuple[tuple, tuple]:
     port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)], cwd=ROOT)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         bare_result = load(f"http://127.0.0.1:{port}", connections, seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -21,7 +22,9 @@ class Server(uvicorn.Server):
 
 
 def server(app: Starlette, host: str, port: int) -> Server:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    # httptools: uvicorn's C parser, about twice the requests/s of h11 on the ingest hot path.
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", http=http)
     return Server(config)
 
 

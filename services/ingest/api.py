@@ -73,8 +73,8 @@ class Api:
         if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens):
             raise ApiError(403, "token not accepted", "Authorization", "forbidden")
 
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _body(self, request: Request, headers: dict[bytes, bytes]) -> bytes:
+        declared = headers.get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise ApiError(413, f"body is larger than {self.max_body} bytes", None, "too_large")
         chunks, size = [], 0
@@ -87,11 +87,15 @@ class Api:
 
     async def generate(self, request: Request) -> Response:
         self.authorize(request)
-        body = await self._body(request)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # One dict of the raw headers (uvicorn lowercases names): starlette's Headers scans the
+        # whole list on every lookup, which showed up in profiles of this hot path.
+        headers = dict(request.scope["headers"])
+        body = await self._body(request, headers)
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        idempotency_key = headers.get(b"idempotency-key", b"").decode("latin-1") or None
         try:
             generate = parse.from_json(body)
-            result = await self.door.submit(generate, request_id, request.headers.get("idempotency-key"))
+            result = await self.door.submit(generate, request_id, idempotency_key)
         except Invalid as exc:
             status = 429 if exc.reason == "queue_full" else (400 if exc.reason == "malformed" else 422)
             headers = {"Retry-After": "5"} if exc.reason == "queue_full" else None

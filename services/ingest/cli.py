@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import anyio
-
-from services import logs, settings
+from services import eventloop, logs, settings
 from services.ingest.settings import IngestSettings
 from services.models_config import load_models
 from services.redisconn import connect
@@ -24,7 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     config = settings.from_args(IngestSettings, args)
     models = load_models(config.models)
     logs.configure(config.log_format, config.log_level, service="ingest")
-    anyio.run(_serve, config, models, not args.no_http)
+    eventloop.run(_serve, config, models, not args.no_http)
     return 0
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from services import metrics
 from services.contracts import GenerateRequest, Job
 from services.ingest.backpressure import LagMonitor
+from services.ingest.coalesce import AcceptCoalescer
 from services.ingest.invalid import Invalid
 from services.ingest.normalize import Normalizer
 from services.ingest.settings import IngestSettings
@@ -14,6 +17,7 @@ from services.tasks import AcceptResult, TaskStore
 class Door:
     def __init__(self, tasks: TaskStore, normalizer: Normalizer, lag: LagMonitor, settings: IngestSettings) -> None:
         self.tasks, self.normalize, self.lag, self.settings = tasks, normalizer, lag, settings
+        self._http_accepts = AcceptCoalescer(partial(self.accept, door="http"))
 
     def prepare(self, request: GenerateRequest, request_id: str, door: str) -> Job:
         """The normalized job, or Invalid naming the field and the reason (no I/O)."""
@@ -36,5 +40,4 @@ class Door:
     async def submit(self, request: GenerateRequest, request_id: str, idempotency_key: str | None) -> AcceptResult:
         """One request of the HTTP door."""
         job = self.prepare(request, request_id, "http")
-        [result] = await self.accept([(job, idempotency_key or request.idempotency_key)], "http")
-        return result
+        return await self._http_accepts.accept(job, idempotency_key or request.idempotency_key)
