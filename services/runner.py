@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ log = structlog.get_logger("wan22.runner")
 
 async def run_until_signalled(body: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
     """Run `body`; the first SIGTERM/SIGINT calls `stop` (graceful drain), a second one cancels."""
+    freeze_startup_heap()
     async with anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:
@@ -32,6 +34,14 @@ async def run_until_signalled(body: Callable[[], Awaitable[None]], stop: Callabl
         tg.start_soon(watch_signals)
         await body()
         tg.cancel_scope.cancel()
+
+
+def freeze_startup_heap() -> None:
+    """Move what imports and start-up allocated out of the collector's reach. Full collections
+    otherwise rescan those long-lived objects every fraction of a second under load, and each
+    scan stalls every request in flight: the p99 of POST /generate was 2-3x its p50 from that."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve_metrics(port: int) -> None:

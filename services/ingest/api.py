@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import uuid
 from typing import Any
 
 import msgspec
@@ -15,28 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from services.ingest import parse
+from services.ingest.api_error import ApiError
 from services.ingest.door import Door
-from services.ingest.invalid import Invalid
+from services.ingest.generate import GenerateEndpoint
 from services.ingest.openapi import openapi_document
 from services.ingest.sse import task_events
 from services.keys import Keys
 
 _json = msgspec.json.Encoder()
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        field: str | None = None,
-        reason: str = "invalid",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status, self.headers = status, headers or {}
-        self.body = {"error": error, "field": field, "reason": reason}
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -49,7 +34,7 @@ class Api:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/generate", self.generate, methods=["POST"]),
+            Route("/generate", GenerateEndpoint(self), methods=["POST"]),
             Route("/tasks/{task_id}", self.get_task, methods=["GET"]),
             Route("/tasks/{task_id}", self.cancel_task, methods=["DELETE"]),
             Route("/tasks/{task_id}/events", self.task_events, methods=["GET"]),
@@ -72,38 +57,6 @@ class Api:
             raise ApiError(401, "missing bearer token", "Authorization", "unauthorized", {"WWW-Authenticate": "Bearer"})
         if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens):
             raise ApiError(403, "token not accepted", "Authorization", "forbidden")
-
-    async def _body(self, request: Request, headers: dict[bytes, bytes]) -> bytes:
-        declared = headers.get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise ApiError(413, f"body is larger than {self.max_body} bytes", None, "too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise ApiError(413, f"body is larger than {self.max_body} bytes", None, "too_large")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def generate(self, request: Request) -> Response:
-        self.authorize(request)
-        # One dict of the raw headers (uvicorn lowercases names): starlette's Headers scans the
-        # whole list on every lookup, which showed up in profiles of this hot path.
-        headers = dict(request.scope["headers"])
-        body = await self._body(request, headers)
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
-        idempotency_key = headers.get(b"idempotency-key", b"").decode("latin-1") or None
-        try:
-            generate = parse.from_json(body)
-            result = await self.door.submit(generate, request_id, idempotency_key)
-        except Invalid as exc:
-            status = 429 if exc.reason == "queue_full" else (400 if exc.reason == "malformed" else 422)
-            headers = {"Retry-After": "5"} if exc.reason == "queue_full" else None
-            raise ApiError(status, exc.message, exc.field, exc.reason, headers) from None
-        body_out = {"status": "task_started", "task_id": result.task_id, "request_id": request_id}
-        if not result.created:
-            body_out["duplicate"] = True
-        return json_response(body_out, 202 if result.created else 200)
 
     async def get_task(self, request: Request) -> Response:
         self.authorize(request)

@@ -16,7 +16,8 @@ from starlette.routing import Route
 from services import monitor
 from services.consumer import list_dead
 from services.follow import last_id
-from services.ingest.api import Api, ApiError, json_response
+from services.ingest.api import Api, json_response
+from services.ingest.api_error import ApiError
 from services.ingest.sse import frame
 from services.keys import Keys
 from services.tasks import TaskStore

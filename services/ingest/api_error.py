@@ -1,0 +1,17 @@
+"""The HTTP API's error: a status and a JSON body naming the field and the reason."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        field: str | None = None,
+        reason: str = "invalid",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status, self.headers = status, headers or {}
+        self.body = {"error": error, "field": field, "reason": reason}
