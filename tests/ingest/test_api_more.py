@@ -83,6 +83,26 @@ async def test_redis_down_gives_503_json(start_ingest):
     assert health.status_code == 200
 
 
+async def test_concurrent_posts_each_get_their_own_task_and_repeats_the_first(redis, ingest_url):
+    """Concurrent requests share Redis round trips; each still maps to exactly one task."""
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=15, limits=limits) as http:
+        answers: list[httpx.Response] = []
+
+        async def post(i: int) -> None:
+            headers = {"Idempotency-Key": f"key-{i % 8}"} if i % 2 else {}
+            answers.append(await http.post("/generate", json={"task": "demo", "prompt": f"p{i}"}, headers=headers))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(64):
+                tg.start_soon(post, i)
+    created = [a.json()["task_id"] for a in answers if a.status_code == 202]
+    repeats = [a.json() for a in answers if a.status_code == 200]
+    assert len(created) == 32 + 4 and len(set(created)) == len(created)  # 32 without keys, 4 distinct keys
+    assert len(repeats) == 28 and all(r["duplicate"] and r["task_id"] in created for r in repeats)
+    assert await redis.xlen(KEYS.jobs("demo")) == len(created)
+
+
 text = st.text(alphabet=string.ascii_letters + " ,.'é中", max_size=40)
 requests = st.fixed_dictionaries(
     {"task": st.sampled_from(["demo", "i2v-A14B", "t2v-A14B", "nope"])},

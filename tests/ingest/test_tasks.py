@@ -45,3 +45,14 @@ async def test_one_terminal_state_and_event_whoever_races(redis):
     kinds = [f["type"] for _, f in await redis.xrange(KEYS.events) if f["task_id"] == "t"]
     assert kinds == ["accepted", "completed"]
     assert await store.cancel("t") == "already_completed"
+
+
+async def test_repeats_within_one_batch_map_to_the_first_job(redis):
+    store = TaskStore(redis, KEYS)
+    batch = [(job("x"), "same-key"), (job("y"), "same-key"), (job("z"), None), (job("z"), None)]
+    results = await store.accept_many(batch, 60)
+    assert [(r.task_id, r.created) for r in results] == [("x", True), ("x", False), ("z", True), ("z", False)]
+    assert await redis.xlen(KEYS.jobs("demo")) == 2
+    assert not await redis.exists(KEYS.task("y"))
+    replays = [f for _, f in await redis.xrange(KEYS.events) if b'"idempotent_replay":true' in f["payload"].encode()]
+    assert sorted(f["task_id"] for f in replays) == ["x", "z"]
