@@ -120,6 +120,17 @@ return 'running'
 """
 
 
+# The hash of a queued task, as `state_to_hash` writes it, built once: only five fields vary.
+_QUEUED_HASH = {k: v for k, v in state_to_hash(TaskState(task_id="", status="queued")).items() if k != "task_id"}
+
+
+def _queued_fields(job: Job, at: float) -> dict[str, str]:
+    ts = str(at)
+    metadata = _json.encode(job.metadata).decode() if job.metadata else _QUEUED_HASH["metadata"]
+    varying = {"task": job.task, "request_id": job.request_id, "webhook_url": job.webhook_url or ""}
+    return _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
+
+
 @dataclass(frozen=True)
 class AcceptResult:
     task_id: str
@@ -169,16 +180,6 @@ class TaskStore:
 
     def _add_accept(self, keys: list[str], args: list[Any], job: Job, idempotency_key: str | None) -> None:
         at = now()
-        state = TaskState(
-            task_id=job.task_id,
-            status="queued",
-            task=job.task,
-            request_id=job.request_id,
-            webhook_url=job.webhook_url or "",
-            metadata=job.metadata,
-            created_at=at,
-            updated_at=at,
-        )
         accepted = Accepted(task_id=job.task_id, request_id=job.request_id, task=job.task, ts=at)
         keys += [
             self.keys.task(job.task_id),
@@ -186,9 +187,7 @@ class TaskStore:
             self.keys.events,
             self.keys.idempotency(idempotency_key) if idempotency_key else "",
         ]
-        fields = state_to_hash(state)
-        del fields["task_id"]
-        args += [job.task_id, encode(job), encode(accepted), _json.encode(fields)]
+        args += [job.task_id, encode(job), encode(accepted), _json.encode(_queued_fields(job, at))]
 
     async def finish(self, event: Event, fields: dict[str, object]) -> bool:
         """Terminal state + its event, once per task; False when the task was already terminal."""

@@ -4,7 +4,6 @@ Pure (no I/O), shared by both front doors."""
 from __future__ import annotations
 
 import secrets
-import uuid
 
 from services.contracts import GenerateRequest, Job, now
 from services.egress import EgressRefused, check_literal_host, parse_networks
@@ -31,7 +30,7 @@ class Normalizer:
         width, height = _size(request.size, preset)
         low, high = _guidance(request.guide_scale, preset)
         return Job(
-            task_id=request.task_id or uuid.uuid4().hex,
+            task_id=request.task_id or secrets.token_hex(16),  # a uuid4's randomness, without the object
             task=request.task,
             prompt=_prompt(request.prompt, self.settings.max_prompt_chars),
             negative_prompt=request.negative_prompt or "",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.contracts import Cancelled, Completed, Job, now
+from services.contracts import Cancelled, Completed, Job, TaskState, now, state_to_hash
 from services.keys import Keys
 from services.tasks import TaskStore
 
@@ -56,3 +56,23 @@ async def test_repeats_within_one_batch_map_to_the_first_job(redis):
     assert not await redis.exists(KEYS.task("y"))
     replays = [f for _, f in await redis.xrange(KEYS.events) if b'"idempotent_replay":true' in f["payload"].encode()]
     assert sorted(f["task_id"] for f in replays) == ["x", "z"]
+
+
+async def test_accepted_hash_is_the_queued_task_state(redis):
+    store = TaskStore(redis, KEYS)
+    accepted = job("h")
+    accepted.metadata, accepted.webhook_url, accepted.request_id = {"user": "u1"}, "https://example.com/h", "r1"
+    await store.accept(accepted, None, 60)
+    raw = await redis.hgetall(KEYS.task("h"))
+    at = float(raw["created_at"])
+    expected = TaskState(
+        task_id="h",
+        status="queued",
+        task="demo",
+        request_id="r1",
+        webhook_url="https://example.com/h",
+        metadata={"user": "u1"},
+        created_at=at,
+        updated_at=at,
+    )
+    assert raw == {k: v for k, v in state_to_hash(expected).items() if k != "task_id"}
