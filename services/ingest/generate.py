@@ -5,7 +5,7 @@ exception handlers shape them like every other endpoint's."""
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ class GenerateEndpoint:
             self.api.authorize(Request(scope, receive))
         headers = dict(scope["headers"])  # names arrive lowercased; one dict, not a scan per lookup
         body = await self._body(headers, receive)
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or secrets.token_hex(16)
         idempotency_key = headers.get(b"idempotency-key", b"").decode("latin-1") or None
         try:
             result = await self.api.door.submit(parse.from_json(body), request_id, idempotency_key)
@@ -52,10 +52,9 @@ class GenerateEndpoint:
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.api.max_body
-        too_large = ApiError(413, f"body is larger than {limit} bytes", None, "too_large")
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks: list[bytes] = []
         size, more = 0, True
         while more:
@@ -65,10 +64,14 @@ class GenerateEndpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"body is larger than {limit} bytes", None, "too_large")
 
 
 async def _send_json(send: Send, status: int, body: Any) -> None:
