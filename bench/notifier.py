@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services import contracts, logs
 from services.contracts import Completed, TaskState
 from services.keys import Keys
-from services.notifier.clients import LANE_SIZE
 from services.notifier.payload import build_body
 from services.notifier.service import Notifier
 from services.notifier.settings import NotifierSettings
@@ -33,6 +32,7 @@ from services.redisconn import connect
 from services.settings import load
 from tests.redis_server import RedisServer, free_port
 
+LANE_SIZE = 8  # connections per client when the bare httpx baseline splits its pool
 CPU_MS: dict[str, float] = {}  # CPU time of this process per request, by contender
 
 # ---- receiver (its own process) ------------------------------------------------------------

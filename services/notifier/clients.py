@@ -1,46 +1,22 @@
-"""HTTP clients pinned to checked addresses, reused with keep-alive.
-
-Each (origin, address) gets a few small clients ("lanes") of at most LANE_SIZE connections
-rather than one client with `webhook_per_endpoint` connections: httpcore's pool re-examines every
-connection (a poll() each) whenever a request starts or ends, so its cost per request grows with
-the pool size and one pool of 100 connections is ten times slower than ten pools of ten.
+"""Pinned HTTP sessions, one per (origin, checked address), reused with keep-alive.
 
 Resolution results are cached for `dns_ttl_s` (getaddrinfo runs in a thread and would otherwise
-dominate); a name is re-resolved and re-checked after that, so a receiver that moves gets new
-clients while the old ones are closed once idle.
+dominate); a name is re-resolved and re-checked after that, so a receiver that moves gets a new
+session while the old one is closed once idle.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Sequence
 
 import anyio
 import httpx
 
-from services.egress import Network, ResolvedTarget, check_url_syntax, pinned_client, resolve_checked
+from services.egress import Network, ResolvedTarget, resolve_checked
+from services.notifier.pinned import Origin, PinnedSession, origin_of
 
-Origin = tuple[str, str, int]
-LANE_SIZE = 8
-
-
-@lru_cache(maxsize=4096)
-def origin_of(url: str) -> Origin:
-    """(scheme, host, port) without DNS; raises EgressRefused for a malformed URL."""
-    parts = check_url_syntax(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").rstrip(".").lower(), port
-
-
-@dataclass(slots=True)
-class Lane:
-    client: httpx.AsyncClient
-    busy: int = 0
+USER_AGENT = "wan22-notifier/1"
 
 
 class ClientPool:
@@ -53,64 +29,60 @@ class ClientPool:
         dns_ttl_s: float = 30.0,
         idle_s: float = 60.0,
     ) -> None:
-        self.allow, self.timeout, self.dns_ttl_s, self.idle_s = allow, timeout, dns_ttl_s, idle_s
-        self.lanes = math.ceil(per_endpoint / LANE_SIZE)
-        self.lane_size = math.ceil(per_endpoint / self.lanes)
+        self.allow, self.timeout, self.per_endpoint = allow, timeout, per_endpoint
+        self.dns_ttl_s, self.idle_s = dns_ttl_s, idle_s
         self._resolved: dict[Origin, tuple[float, ResolvedTarget]] = {}
         self._locks: dict[Origin, anyio.Lock] = {}
-        self._clients: dict[tuple[Origin, str], list[Lane]] = {}
+        self._sessions: dict[tuple[Origin, str], PinnedSession] = {}
         self._used: dict[tuple[Origin, str], float] = {}
-        self._tls = httpx.create_ssl_context()  # one for all clients: loading CA roots is slow
-        self.created = 0  # clients opened so far (tests check that refused URLs opened none)
+        # One context for all sessions (loading CA roots is slow); httpx's keeps certifi's roots.
+        self._tls = httpx.create_ssl_context()
+        self.created = 0  # sessions opened so far (tests check that refused URLs opened none)
 
-    @asynccontextmanager
-    async def client(self, url: str) -> AsyncIterator[httpx.AsyncClient]:
-        """The least busy client for `url`. Raises EgressRefused (not allowed) or OSError (DNS)."""
+    async def session(self, url: str) -> PinnedSession:
+        """The session for `url`. Raises EgressRefused (not allowed), OSError (DNS) or
+        TimeoutError (resolution took longer than the attempt's timeout)."""
         origin = origin_of(url)
         target = await self._target(origin, url)
         key = (origin, str(target.address))
-        lanes = self._clients.get(key)
-        if lanes is None:
-            lanes = self._clients[key] = [self._open(target) for _ in range(self.lanes)]
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = self._open(target)
         self._used[key] = time.monotonic()
-        lane = min(lanes, key=lambda lane: lane.busy)
-        lane.busy += 1
-        try:
-            yield lane.client
-        finally:
-            lane.busy -= 1
+        return session
 
-    def _open(self, target: ResolvedTarget) -> Lane:
+    def _open(self, target: ResolvedTarget) -> PinnedSession:
         self.created += 1
-        return Lane(pinned_client(target, self.timeout, max_connections=self.lane_size, verify=self._tls))
+        return PinnedSession(target, max_connections=self.per_endpoint, tls=self._tls, user_agent=USER_AGENT)
 
     async def _target(self, origin: Origin, url: str) -> ResolvedTarget:
         cached = self._resolved.get(origin)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         lock = self._locks.setdefault(origin, anyio.Lock())
-        async with lock:  # one resolution per name at a time, not one per waiting delivery
-            cached = self._resolved.get(origin)
-            if cached and cached[0] > time.monotonic():
-                return cached[1]
-            target = await resolve_checked(url, self.allow)
-            self._resolved[origin] = (time.monotonic() + self.dns_ttl_s, target)
-            return target
+        with anyio.fail_after(self.timeout):
+            async with lock:  # one resolution per name at a time, not one per waiting delivery
+                cached = self._resolved.get(origin)
+                if cached and cached[0] > time.monotonic():
+                    return cached[1]
+                target = await resolve_checked(url, self.allow)
+                self._resolved[origin] = (time.monotonic() + self.dns_ttl_s, target)
+                return target
 
     async def close_idle(self) -> None:
         cutoff = time.monotonic() - self.idle_s
         for key in [k for k, used in self._used.items() if used < cutoff]:
-            lanes = self._clients.get(key, [])
-            if any(lane.busy for lane in lanes):
+            session = self._sessions.get(key)
+            if session is not None and session.busy:
                 continue
             self._used.pop(key, None)
-            self._clients.pop(key, None)
-            for lane in lanes:
-                await lane.client.aclose()
+            self._sessions.pop(key, None)
+            if session is not None:
+                await session.aclose()
 
     async def aclose(self) -> None:
-        lanes = [lane for group in self._clients.values() for lane in group]
-        self._clients, self._used = {}, {}
+        sessions = list(self._sessions.values())
+        self._sessions, self._used = {}, {}
         with anyio.CancelScope(shield=True):
-            for lane in lanes:
-                await lane.client.aclose()
+            for session in sessions:
+                await session.aclose()

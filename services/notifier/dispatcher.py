@@ -19,9 +19,10 @@ from services.contracts import now
 from services.egress import EgressRefused
 from services.keys import Keys
 from services.notifier import dlq, store
-from services.notifier.clients import ClientPool, Origin, origin_of
+from services.notifier.clients import ClientPool
 from services.notifier.delivery import Result, attempt
 from services.notifier.endpoint import Endpoint
+from services.notifier.pinned import Origin, origin_of
 from services.notifier.recorder import Recorder
 from services.notifier.schedule import RetrySchedule
 from services.notifier.settings import NotifierSettings
