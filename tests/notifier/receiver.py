@@ -8,6 +8,8 @@ The path chooses the behaviour:
   /slow/S/...        sleeps S seconds, then 200
   /hang-once/S/...   the first request on this path sleeps S seconds, later ones answer 200 at once
   /retry-after/S/... 503 with `Retry-After: S` for the first request, then 200
+  /redirect/...      302 to the cloud metadata address
+  /big/N/...         500 with a body of N bytes
 """
 
 from __future__ import annotations
@@ -70,12 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
             count = receiver.counts[self.path] = receiver.counts.get(self.path, 0) + 1
         status, headers = receiver.behave(self.path, count)
+        reply = receiver.body(self.path)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("content-length", "2")
+        self.send_header("content-length", str(len(reply)))
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(reply)
 
     do_GET = do_POST
 
@@ -124,4 +127,14 @@ class Receiver:
             time.sleep(float(arg))
         if kind == "retry-after" and count == 1:
             return 503, {"retry-after": arg}
+        if kind == "redirect":
+            return 302, {"location": "http://169.254.169.254/latest/meta-data/"}
+        if kind == "big":
+            return 500, {}
         return 200, {}
+
+    def body(self, path: str) -> bytes:
+        parts = path.strip("/").split("/")
+        if parts[0] == "big":
+            return b"x" * int(parts[1])
+        return b"ok"

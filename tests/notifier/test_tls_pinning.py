@@ -1,5 +1,6 @@
-"""TLS through a pinned client: SNI and certificate checks use the URL's hostname while the
-connection goes to the checked address."""
+"""TLS through a pinned client (the egress guard's httpx client and the notifier's aiohttp
+sessions): SNI and certificate checks use the URL's hostname while the connection goes to the
+checked address."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
 from services.egress import ResolvedTarget, pinned_client
+from services.notifier.pinned import PinnedSession
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -91,3 +94,23 @@ async def test_a_certificate_for_another_name_is_rejected(tls_server):
     async with pinned_client(_target("evil.test", port), 5, verify=ctx) as client:
         with pytest.raises(httpx.ConnectError, match=r"(?i)certificate|hostname"):
             await client.post(f"https://evil.test:{port}/hook", content=b"{}")
+
+
+async def test_notifier_sessions_use_the_hostname_for_sni_and_verification(tls_server):
+    port, ctx, server_names = tls_server
+    session = PinnedSession(_target("hooks.test", port), tls=ctx)
+    try:
+        reply = await session.post(f"https://hooks.test:{port}/hook", b"{}", {}, 5)
+    finally:
+        await session.aclose()
+    assert reply.status == 204 and server_names == ["hooks.test"]
+
+
+async def test_notifier_sessions_reject_a_certificate_for_another_name(tls_server):
+    port, ctx, _ = tls_server
+    session = PinnedSession(_target("evil.test", port), tls=ctx)
+    try:
+        with pytest.raises(aiohttp.ClientSSLError, match=r"(?i)certificate|hostname"):
+            await session.post(f"https://evil.test:{port}/hook", b"{}", {}, 5)
+    finally:
+        await session.aclose()
