@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from services import eventloop
 from services.egress import EgressRefused, check_literal_host
 from services.keys import Keys
 from services.notifier import dlq, subscriptions
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run_service(args: argparse.Namespace) -> int:
     from services.notifier.main import serve  # keeps `wan22 --help` light
 
-    anyio.run(serve, from_args(NotifierSettings, args))
+    eventloop.run(serve, from_args(NotifierSettings, args))  # uvloop: the webhook path is loop-bound
     return 0
 
 

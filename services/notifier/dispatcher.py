@@ -4,12 +4,18 @@ concurrency, overall (`webhook_concurrency`) and per endpoint (`webhook_per_endp
 A claimed delivery whose endpoint is busy waits in that endpoint's short backlog without taking
 a send slot; when the backlog is full it goes back to the schedule for a moment. So a slow
 receiver holds at most its own slots and backlog, and deliveries to everyone else keep flowing.
+
+Attempts run on `webhook_concurrency` long-lived workers fed through a memory stream: spawning a
+task per attempt costs about 40 µs of CPU, a tenth of the attempt itself.
 """
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -35,6 +41,7 @@ BATCH = 256  # most deliveries claimed per round trip
 BACKLOG_ROUNDS = 2  # an endpoint's backlog holds this many rounds of its concurrency
 MAX_LOST = 3  # claims that ended without a recorded attempt before the delivery is given up
 INVALID: Origin = ("", "", 0)
+Job = tuple[Claimed, Endpoint, Origin, bool]  # a delivery to attempt: endpoint, origin, from its backlog
 
 
 class Dispatcher:
@@ -64,7 +71,7 @@ class Dispatcher:
         self._held: set[str] = set()  # claimed and not yet recorded (sending or in a backlog)
         self._active = 0
         self._wake, self._slot, self._stop, self._idle = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._jobs: MemoryObjectSendStream[Job] | None = None
         self.recorder = Recorder(redis, keys, self._recorded)
 
     def _recorded(self, ids: list[str]) -> None:
@@ -82,9 +89,12 @@ class Dispatcher:
         self._slot.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        send, receive = anyio.create_memory_object_stream[Job](math.inf)  # never more than the workers
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+            async with send, receive, anyio.create_task_group() as tg:
+                self._jobs = send
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._worker, receive)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self.recorder.run)
                 task_status.started()
@@ -156,13 +166,17 @@ class Dispatcher:
         return None
 
     def _start(self, c: Claimed, ep: Endpoint, origin: Origin, *, from_backlog: bool) -> None:
-        assert self._tg is not None
+        assert self._jobs is not None
         ep.active += 1
         self._active += 1
         self._held.add(c.delivery.id)
-        self._tg.start_soon(self._deliver, c, ep, origin, from_backlog)
+        self._jobs.send_nowait((c, ep, origin, from_backlog))
 
     # ---- deliver ---------------------------------------------------------------------------
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[Job]) -> None:
+        async for c, ep, origin, from_backlog in jobs:
+            await self._deliver(c, ep, origin, from_backlog)
 
     async def _deliver(self, c: Claimed, ep: Endpoint, origin: Origin, from_backlog: bool) -> None:
         try:
