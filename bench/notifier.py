@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services import contracts, eventloop, logs
 from services.contracts import Completed, TaskState
 from services.keys import Keys
+from services.notifier import gctuning
 from services.notifier.payload import build_body
 from services.notifier.service import Notifier
 from services.notifier.settings import NotifierSettings
@@ -162,6 +163,7 @@ async def notifier(redis_url: str, url: str, port: int, n: int, concurrency: int
 
 async def main(n: int, concurrency: int) -> None:
     logs.configure("console", "warning")
+    gctuning.tune()  # as `wan22 notifier` does; the bare clients run under it too
     port = free_port()
     receiver = multiprocessing.get_context("spawn").Process(target=run_receiver, args=(port,), daemon=True)
     receiver.start()

@@ -101,3 +101,14 @@ def test_event_filters():
     assert set(DEFAULT_EVENTS) == {"started", "completed", "failed", "cancelled", "rejected"}
     with pytest.raises(ValueError, match="finished"):
         parse_events("completed,finished")
+
+
+def test_gc_tuning_freezes_startup_objects_and_raises_the_young_threshold():
+    import subprocess
+    import sys
+
+    code = "import gc; from services.notifier import gctuning; gctuning.tune(); "
+    code += "print(gc.get_threshold()[0], gc.get_freeze_count())"  # in a child: pytest's collector stays as it is
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    young, frozen = out.split()
+    assert int(young) == 5000 and int(frozen) > 1000
