@@ -1,10 +1,11 @@
 """Webhook delivery throughput: events on `wan22:events` → signed POSTs to a local receiver,
 against a bare httpx client posting the same bodies to the same receiver in the same run.
 
-    python bench/notifier.py [--deliveries 5000] [--concurrency 100]
+    python bench/notifier.py [--deliveries 5000] [--concurrency 100] [--loop service|asyncio]
 
 Starts its own redis-server and a minimal keep-alive HTTP receiver in a separate process (so the
-receiver does not share the interpreter with what is measured). Targets: ratio ≥ 0.5 and
+receiver does not share the interpreter with what is measured). Both contenders run in this
+process on the service's event loop and garbage-collector settings. Targets: ratio ≥ 0.5 and
 ≥ 1,000 deliveries/s.
 """
 
@@ -203,7 +204,7 @@ async def main(n: int, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument(
