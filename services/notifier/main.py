@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from services import logs
-from services.notifier import gctuning
 from services.notifier.service import Notifier
 from services.notifier.settings import NotifierSettings
 from services.redisconn import connect
@@ -15,7 +14,6 @@ async def serve(settings: NotifierSettings) -> None:
     serve_metrics(settings.metrics_port)
     redis = connect(settings.redis_url)
     notifier = Notifier(redis, settings)
-    gctuning.tune()
     try:
         await run_until_signalled(notifier.run, notifier.stop)
     finally:

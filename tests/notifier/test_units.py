@@ -107,7 +107,7 @@ def test_gc_tuning_freezes_startup_objects_and_raises_the_young_threshold():
     import subprocess
     import sys
 
-    code = "import gc; from services.notifier import gctuning; gctuning.tune(); "
+    code = "import gc; from services import gctuning; gctuning.tune(); "
     code += "print(gc.get_threshold()[0], gc.get_freeze_count())"  # in a child: pytest's collector stays as it is
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     young, frozen = out.split()
