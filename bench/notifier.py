@@ -23,10 +23,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services import contracts, eventloop, logs
+from services import contracts, eventloop, gctuning, logs
 from services.contracts import Completed, TaskState
 from services.keys import Keys
-from services.notifier import gctuning
 from services.notifier.payload import build_body
 from services.notifier.service import Notifier
 from services.notifier.settings import NotifierSettings
