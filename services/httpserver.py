@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 
 class Server(uvicorn.Server):
@@ -21,7 +22,7 @@ class Server(uvicorn.Server):
         yield  # the service runner owns SIGTERM/SIGINT and stops every part together
 
 
-def server(app: Starlette, host: str, port: int) -> Server:
+def server(app: ASGIApp, host: str, port: int) -> Server:
     # httptools: uvicorn's C parser, about twice the requests/s of h11 on the ingest hot path.
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", http=http)

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from services.ingest.api_error import ApiError
+from services.ingest.api_error import ApiError, redis_down
 from services.ingest.door import Door
-from services.ingest.generate import GenerateEndpoint
+from services.ingest.generate import GenerateEndpoint, GenerateFirst
 from services.ingest.openapi import openapi_document
 from services.ingest.sse import task_events
 from services.keys import Keys
@@ -31,10 +31,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 class Api:
     def __init__(self, redis: Redis, keys: Keys, door: Door, tokens: frozenset[str], max_body: int) -> None:
         self.redis, self.keys, self.door, self.tokens, self.max_body = redis, keys, door, tokens, max_body
+        self.generate = GenerateEndpoint(self)
 
     def routes(self) -> list[Route]:
         return [
-            Route("/generate", GenerateEndpoint(self), methods=["POST"]),
+            Route("/generate", self.generate, methods=["POST"]),
             Route("/tasks/{task_id}", self.get_task, methods=["GET"]),
             Route("/tasks/{task_id}", self.cancel_task, methods=["DELETE"]),
             Route("/tasks/{task_id}/events", self.task_events, methods=["GET"]),
@@ -104,10 +105,10 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
-    body = {"error": "the queue (Redis) is unavailable; retry shortly", "field": None, "reason": "unavailable"}
-    return json_response(body, 503, {"Retry-After": "2"})
+    return await _api_error(request, redis_down())
 
 
-def build_app(api: Api, extra_routes: list[Route] | None = None) -> Starlette:
+def build_app(api: Api, extra_routes: list[Route] | None = None) -> GenerateFirst:
     handlers = {ApiError: _api_error, RedisError: _redis_down}
-    return Starlette(routes=[*api.routes(), *(extra_routes or [])], exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=[*api.routes(), *(extra_routes or [])], exception_handlers=handlers)  # type: ignore[arg-type]
+    return GenerateFirst(api.generate, app)

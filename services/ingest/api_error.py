@@ -15,3 +15,7 @@ class ApiError(Exception):
         super().__init__(error)
         self.status, self.headers = status, headers or {}
         self.body = {"error": error, "field": field, "reason": reason}
+
+
+def redis_down() -> ApiError:
+    return ApiError(503, "the queue (Redis) is unavailable; retry shortly", None, "unavailable", {"Retry-After": "2"})

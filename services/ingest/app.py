@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
 from services import httpserver
 from services.consumer import StreamConsumer
@@ -45,7 +44,7 @@ class IngestService:
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
         dashboard = Dashboard(self.api, redis, keys, models.names, settings.storage, settings.lease_ms)
-        self.app: Starlette = build_app(self.api, dashboard.routes())
+        self.app = build_app(self.api, dashboard.routes())
         self._server: httpserver.Server | None = None
 
     async def run(self, *, http: bool = True) -> None:

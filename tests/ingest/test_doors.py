@@ -212,3 +212,23 @@ async def test_health_ready_metrics_openapi(ingest_url):
         spec = (await http.get("/openapi.json")).json()
     assert {"/generate", "/tasks/{task_id}", "/tasks/{task_id}/events", "/readyz"} <= set(spec["paths"])
     assert "GenerateRequest" in spec["components"]["schemas"]
+
+
+async def test_other_methods_on_generate_are_405_and_chunked_bodies_count(redis, ingest_url):
+    async with httpx.AsyncClient(base_url=ingest_url) as http:
+        assert (await http.get("/generate")).status_code == 405
+
+        def chunks(n: int):  # no content-length: the limit applies to what arrives
+            async def body():
+                for _ in range(n):
+                    yield b" " * 4096
+                yield json.dumps({"task": "demo", "prompt": "chunked"}).encode()
+
+            return body()
+
+        headers = {"content-type": "application/json"}
+        small = await http.post("/generate", content=chunks(8), headers=headers)
+        assert small.status_code == 202 and small.json()["task_id"]
+        large = await http.post("/generate", content=chunks(20), headers=headers)  # over the 64 KiB test limit
+        assert large.status_code == 413 and large.json()["reason"] == "too_large"
+    assert await redis.xlen(KEYS.jobs("demo")) == 1
