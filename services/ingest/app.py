@@ -53,6 +53,7 @@ class IngestService:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.lag.run)
             if http:
+                tg.start_soon(self.door.run)
                 self._server = httpserver.server(self.app, self.settings.http_host, self.settings.http_port)
                 tg.start_soon(httpserver.serve, self._server, http_done)
             else:

@@ -1,13 +1,16 @@
-"""Accepts from concurrent HTTP requests share one pipelined round trip to Redis.
+"""Accepts from concurrent HTTP requests share one call to Redis (group commit).
 
-Every request handled in one turn of the event loop queues its job here; the first one schedules a
-flush for the end of that turn, so a lone request waits no longer than it would have, and under
-load dozens of accepts cost one write and one read instead of one each."""
+The first request queued in a turn of the event loop starts a sender task; the task first runs
+after that turn's other requests have queued theirs, so a lone request waits no longer than it
+would have, and under load dozens of accepts cost one round trip instead of one each. Senders run
+in the coalescer's task group, which the service runs for as long as it serves HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskGroup
 
 from services.contracts import Job
 from services.tasks import AcceptResult
@@ -16,40 +19,56 @@ Accept = tuple[Job, str | None]
 AcceptMany = Callable[[list[Accept]], Awaitable[list[AcceptResult]]]
 
 
+class _Pending:
+    __slots__ = ("accept", "done", "error", "result")
+
+    def __init__(self, accept: Accept) -> None:
+        self.accept, self.done = accept, anyio.Event()
+        self.result: AcceptResult | None = None
+        self.error: BaseException | None = None
+
+
 class AcceptCoalescer:
     def __init__(self, accept_many: AcceptMany, max_batch: int = 256) -> None:
-        self._accept_many = accept_many
-        self._max_batch = max_batch
-        self._queued: list[tuple[Accept, asyncio.Future[AcceptResult]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._accept_many, self._max_batch = accept_many, max_batch
+        self._queued: list[_Pending] = []
+        self._tg: TaskGroup | None = None
+
+    async def run(self) -> None:
+        """Serve accepts until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
 
     async def accept(self, job: Job, idempotency_key: str | None) -> AcceptResult:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AcceptResult] = loop.create_future()
-        self._queued.append(((job, idempotency_key), future))
+        if self._tg is None:
+            raise RuntimeError("the accept coalescer is not running")
+        pending = _Pending((job, idempotency_key))
+        self._queued.append(pending)
         if len(self._queued) == 1:
-            loop.call_soon(self._flush)
-        elif len(self._queued) >= self._max_batch:
-            self._flush()
-        return await future
+            self._tg.start_soon(self._send_queued)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
 
-    def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        if batch:
-            task = asyncio.create_task(self._send(batch))
-            self._tasks.add(task)  # held so the task is not collected mid-flight
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[Accept, asyncio.Future[AcceptResult]]]) -> None:
+    async def _send_queued(self) -> None:
+        batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
+        if self._queued and self._tg is not None:
+            self._tg.start_soon(self._send_queued)  # the rest goes as the next batch, concurrently
         try:
-            results = await self._accept_many([accept for accept, _ in batch])
-        except BaseException as exc:  # every waiter hears the failure (e.g. Redis down → 503)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            results = await self._accept_many([pending.accept for pending in batch])
+        except BaseException as exc:  # every waiter hears it (Redis down → 503), then it goes on
+            for pending in batch:
+                pending.error = exc if isinstance(exc, Exception) else RuntimeError("ingest is stopping")
+                pending.done.set()
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():  # the request may have been cancelled (client went away)
-                future.set_result(result)
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+            pending.done.set()

@@ -37,6 +37,10 @@ class Door:
             metrics.REQUESTS.labels(door, "accepted" if result.created else "duplicate", "").inc()
         return results
 
+    async def run(self) -> None:
+        """Serve the HTTP door's accepts until cancelled."""
+        await self._http_accepts.run()
+
     async def submit(self, request: GenerateRequest, request_id: str, idempotency_key: str | None) -> AcceptResult:
         """One request of the HTTP door."""
         job = self.prepare(request, request_id, "http")
