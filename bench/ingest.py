@@ -151,22 +151,21 @@ def _httpx_load(url: str, connections: int, seconds: int) -> tuple[float, float,
 def http_door(server: RedisServer, connections: int, seconds: int) -> tuple[tuple, tuple]:
     port = free_port()
     bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)], cwd=ROOT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        bare_result = load(f"http://127.0.0.1:{port}", connections, seconds)
-    finally:
-        bare.terminate()
-        bare.wait()
+    bare_result = _measure(bare, port, connections, seconds)
     redis.Redis.from_url(server.url).flushall()
     port = free_port()
-    ingest = start_ingest(server.url, port, http=True)
+    ingest_result = _measure(start_ingest(server.url, port, http=True), port, connections, seconds)
+    return bare_result, ingest_result
+
+
+def _measure(proc: subprocess.Popen[bytes], port: int, connections: int, seconds: int) -> tuple[float, float, float]:
+    """Load the server `proc` runs on `port`, then stop it."""
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
-        ingest_result = load(f"http://127.0.0.1:{port}", connections, seconds)
+        return load(f"http://127.0.0.1:{port}", connections, seconds)
     finally:
-        ingest.terminate()
-        ingest.wait()
-    return bare_result, ingest_result
+        proc.terminate()
+        proc.wait()
 
 
 def main() -> None:

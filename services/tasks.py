@@ -125,8 +125,7 @@ _QUEUED_HASH = {k: v for k, v in state_to_hash(TaskState(task_id="", status="que
 
 
 def _queued_fields(job: Job, at: float) -> dict[str, str]:
-    ts = str(at)
-    metadata = _json.encode(job.metadata).decode() if job.metadata else _QUEUED_HASH["metadata"]
+    ts, metadata = str(at), _json.encode(job.metadata).decode()
     varying = {"task": job.task, "request_id": job.request_id, "webhook_url": job.webhook_url or ""}
     return _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
 

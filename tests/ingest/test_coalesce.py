@@ -8,8 +8,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.ingest.coalesce import AcceptCoalescer
 from services.keys import Keys
+from services.redisconn import connect
 from services.tasks import AcceptResult, TaskStore
 from tests.ingest.test_tasks import job
+from tests.redis_server import free_port
 
 KEYS = Keys()
 
@@ -41,13 +43,13 @@ async def test_one_turns_accepts_go_in_one_call_and_each_gets_its_result(redis):
     assert await redis.xlen(KEYS.jobs("demo")) == 19
 
 
-async def test_a_failed_call_fails_every_waiter_and_the_next_batch_still_goes():
+async def test_a_failed_call_fails_every_waiter_and_the_next_batch_still_goes(redis):
+    down = connect(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    up = TaskStore(redis, KEYS)
     failing = True
 
     async def accept_many(jobs):
-        if failing:
-            raise RedisConnectionError("redis is down")
-        return [AcceptResult(j.task_id, True) for j, _ in jobs]
+        return await (TaskStore(down, KEYS) if failing else up).accept_many(jobs, 60)
 
     coalescer = AcceptCoalescer(accept_many)
     errors: list[BaseException] = []
@@ -67,7 +69,9 @@ async def test_a_failed_call_fails_every_waiter_and_the_next_batch_still_goes():
         failing = False
         assert await coalescer.accept(job("ok"), None) == AcceptResult("ok", True)
         tg.cancel_scope.cancel()
+    await down.aclose()
     assert len(errors) == 5
+    assert await redis.xlen(KEYS.jobs("demo")) == 1
 
 
 async def test_accepting_before_it_runs_is_an_error():
