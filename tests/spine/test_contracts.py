@@ -21,6 +21,15 @@ def test_committed_schemas_are_current():
         assert path.read_text() == text, f"{path} is stale: run `wan22 schema` and commit"
 
 
+def test_schema_descriptions_do_not_depend_on_docstring_dedent():
+    # Older msgspec releases kept a docstring's indentation, newer ones dedent it.
+    dedented = "A raw request as the Go side XADDs it\nor as POST sends it.\n\nSecond paragraph."
+    indented = "A raw request as the Go side XADDs it\n    or as POST sends it.\n    \n    Second paragraph.  "
+    expected = "A raw request as the Go side XADDs it or as POST sends it.\n\nSecond paragraph."
+    assert schema.normalise_description(dedented) == expected
+    assert schema.normalise_description(indented) == expected
+
+
 def test_event_union_round_trips_with_entry_layout():
     event = contracts.Completed(task_id="t1", video_url="s3://b/t1/video.mp4")
     fields = contracts.event_entry(event)
