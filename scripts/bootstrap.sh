@@ -1,27 +1,24 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with the project (torch==2.13.0 on CPU hosts) and redis-server.
+# Set up a fresh machine: .venv with the project from the dependency lock, and redis-server.
 # Safe to run twice: each step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
-STAMP=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# The lock of the whole dependency set (scripts/lock.sh refreshes it): torch's CUDA build on hosts
+# with an NVIDIA driver, its CPU build (torch==2.13.0+cpu) elsewhere, so nothing pulls CUDA into CI.
+if command -v nvidia-smi >/dev/null 2>&1; then LOCK=requirements/cuda.txt; else LOCK=requirements/cpu.txt; fi
+STAMP=$VENV/.installed-$(cat "$LOCK" pyproject.toml | sha1sum | cut -c1-12)
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   "$PY" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ]; then
-  echo "==> installing the project into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    if command -v nvidia-smi >/dev/null 2>&1; then
-      "$VENV/bin/pip" install -q torch
-    else
-      "$VENV/bin/pip" install -q torch==2.13.0   # the CPU build; never let a dependency pull CUDA
-    fi
-  fi
-  "$VENV/bin/pip" install -q -e ".[generator,dev]"
+  echo "==> installing $LOCK and the project into $VENV"
+  "$VENV/bin/python" -m pip install -q "pip==26.3"
+  "$VENV/bin/pip" install -q -r "$LOCK"
+  "$VENV/bin/pip" install -q --no-deps -e .
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

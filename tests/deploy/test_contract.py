@@ -16,7 +16,8 @@ from services.keys import GENERATOR_GROUP, Keys
 from services.models_config import load_models
 from services.settings import CommonSettings, SettingsError, load
 from tests.deploy.container import is_ours, materialize, setting_names, settings_class
-from tests.deploy.manifests import DEPLOY, Rendered, env_sources, port_number
+from tests.deploy.manifests import Rendered, env_sources, port_number
+from tests.locks import locked_versions
 
 try:  # boto3's own names for its standard configuration (only with the generator extra)
     from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES
@@ -158,8 +159,7 @@ def test_generators_reach_the_head_client_port_and_ray_matches_the_image(rendere
     for _, _, container in rendered.generators():
         address = env_sources(rendered, container)["RAY_ADDRESS"]
         assert address == f"ray://{ray['metadata']['name']}-head-svc:{client_port}"  # KubeRay's head Service
-    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
-    assert f"ARG RAY_VERSION={spec['rayVersion']}\n" in dockerfile
+    assert locked_versions("image-generator.txt")["ray"] == spec["rayVersion"]
 
 
 def test_ingress_admits_the_largest_request(rendered: Rendered):

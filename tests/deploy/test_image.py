@@ -15,10 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
 from tests.deploy.container import SETTINGS
 from tests.deploy.manifests import DEPLOY, ROOT
+from tests.locks import locked_versions
 
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -94,7 +94,7 @@ def build_context() -> list[str]:
 
 def test_context_holds_the_sources_and_nothing_else():
     patterns = dockerignore()
-    for path in ("pyproject.toml", "services/cli/main.py", "wan/presets.py"):
+    for path in ("pyproject.toml", "requirements/image-base.txt", "services/cli/main.py", "wan/presets.py"):
         assert not excluded(path, patterns), path
     for path in (
         ".venv/bin/python", ".git/config", "outputs/x/video.mp4", "tests/conftest.py", "deploy/compose.yaml",
@@ -103,7 +103,7 @@ def test_context_holds_the_sources_and_nothing_else():
     ):  # fmt: skip
         assert excluded(path, patterns), path
     context = build_context()
-    assert {p.split("/")[0] for p in context} <= {"pyproject.toml", "services", "wan"}
+    assert {p.split("/")[0] for p in context} <= {"pyproject.toml", "requirements", "services", "wan"}
 
 
 def test_dockerfile_copies_only_the_context_and_runs_wan22_as_a_user():
@@ -123,15 +123,15 @@ def test_dockerfile_copies_only_the_context_and_runs_wan22_as_a_user():
     assert exposed >= {getattr(cls(), "http_port", None) or cls().metrics_port for cls in SETTINGS.values()}
 
 
-def test_variants_and_pins_agree_with_the_project():
+def test_variants_install_from_the_locks():
     defaults = args()
     assert defaults["VARIANT"] == "cuda"
     text = DOCKERFILE.read_text()
     assert '"$VARIANT" = "cuda"' in text and '"$VARIANT" = "cpu"' in text
-    pins = {"torch": defaults["TORCH_VERSION"], "ray": defaults["RAY_VERSION"]}
-    for requirement in map(Requirement, PROJECT["optional-dependencies"]["generator"]):
-        if requirement.name in pins:
-            assert requirement.specifier.contains(pins[requirement.name]), requirement
+    assert "-r requirements/image-generator.txt" in text and "-r requirements/image-base.txt" in text
+    generator = locked_versions("image-generator.txt")
+    assert "+" not in generator["torch"], "the image's torch is the CUDA build"
+    assert "torch" not in locked_versions("image-base.txt"), "the CPU image has no torch"
 
 
 def test_dockerfile_lints():
