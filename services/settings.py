@@ -81,11 +81,17 @@ def _explain(exc: msgspec.ValidationError) -> str:
     return message
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[msgspec.Struct]) -> None:
-    """One `--flag` per field (`--redis-url` for WAN22_REDIS_URL); unset flags fall back to env."""
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type[msgspec.Struct], helps: Mapping[str, str] | None = None
+) -> None:
+    """One `--flag` per field (`--redis-url` for WAN22_REDIS_URL); unset flags fall back to env.
+    A list field's flag repeats; its variable is comma-separated."""
     for field in msgspec.structs.fields(cls):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, dest=field.name, default=None, help=f"(env {env_name(field.name)})")
+        text = f"{helps[field.name]} " if helps and field.name in helps else ""
+        repeat = "append" if _parse_env("", field.type) == [] else "store"
+        text += f"(env {env_name(field.name)})"
+        parser.add_argument(flag, dest=field.name, default=None, action=repeat, help=text)
 
 
 def from_args(cls: type[S], args: argparse.Namespace, env: Mapping[str, str] | None = None) -> S:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from services.stack.redis_server import free_port
@@ -18,8 +19,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 class RayHead:
-    def __init__(self, num_cpus: int = 4) -> None:
-        self.num_cpus = num_cpus
+    def __init__(self, num_cpus: int = 4, on_spawn: Callable[[int], None] | None = None) -> None:
+        self.num_cpus, self.on_spawn = num_cpus, on_spawn
         self.port = free_port()
         # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="wan22-ray-")
@@ -48,7 +49,12 @@ class RayHead:
             "false",
             "--disable-usage-stats",
         ]
-        self.proc = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own, which Ray's daemons and workers stay in: the watchdog of `up` finds them all.
+        self.proc = subprocess.Popen(
+            args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        if self.on_spawn:
+            self.on_spawn(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = subprocess.run([RAY, "status", "--address", self.address], env=self.env, capture_output=True)

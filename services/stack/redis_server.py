@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -27,6 +28,7 @@ class RedisServer:
         fsync: str = "everysec",
         port: int | None = None,
         data_dir: Path | None = None,
+        on_spawn: Callable[[int], None] | None = None,
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
@@ -36,6 +38,7 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly, self.fsync = appendonly, fsync
         self.proc: subprocess.Popen[bytes] | None = None
+        self.on_spawn = on_spawn  # told the session id of every redis-server started
 
     @property
     def url(self) -> str:
@@ -61,7 +64,9 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if self.on_spawn:
+            self.on_spawn(self.proc.pid)
         self._wait_ready()
         return self
 

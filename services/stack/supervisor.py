@@ -9,12 +9,21 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import anyio.abc
 import structlog
 
 log = structlog.get_logger("wan22.up")
+
+
+class Sessions(Protocol):
+    """Told of the session of every child started and ended (the watchdog of `wan22 up`)."""
+
+    def watch(self, sid: int) -> None: ...
+    def unwatch(self, sid: int) -> None: ...
+
 
 COLORS = ("36", "35", "33", "32", "34", "31")
 
@@ -35,8 +44,8 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], grace_s: float = 30.0) -> None:
-        self.children, self.grace_s = children, grace_s
+    def __init__(self, children: list[Child], grace_s: float = 30.0, sessions: Sessions | None = None) -> None:
+        self.children, self.grace_s, self.sessions = children, grace_s, sessions
         for index, child in enumerate(children):
             child.color = COLORS[index % len(COLORS)]
         self._stopping = anyio.Event()
@@ -70,11 +79,15 @@ class Supervisor:
             child.args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         child.process = process
+        if self.sessions:
+            self.sessions.watch(process.pid)  # a session of its own, whose id is its pid
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pump, child, process)
             tg.start_soon(self._stop_on_request, process)
             code = await process.wait()
             tg.cancel_scope.cancel()
+        if self.sessions:
+            self.sessions.unwatch(process.pid)
         return code
 
     async def _pump(self, child: Child, process: anyio.abc.Process) -> None:

@@ -17,6 +17,7 @@ from services.stack.defaults import STATE_DIR, demo_models
 from services.stack.ray_head import RayHead
 from services.stack.redis_server import RedisServer, free_port
 from services.stack.supervisor import Child, Supervisor
+from services.stack.watchdog import Watchdog
 
 log = structlog.get_logger("wan22.up")
 
@@ -40,6 +41,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.generator_ports: dict[str, int] = {}
         self.supervisor: Supervisor | None = None
+        self.watchdog: Watchdog | None = None
 
     @property
     def api_url(self) -> str:
@@ -47,22 +49,32 @@ class Stack:
 
     async def start(self) -> None:
         """Bring up what is not configured, then describe the children (they start in `run`)."""
+        self.watchdog = Watchdog()
         self.env = {
             "WAN22_REDIS_URL": await self._redis_url(),
             "WAN22_MODELS": self._models(),
-            "WAN22_STORAGE": os.environ.get("WAN22_STORAGE", str(Path(self.options.storage).resolve())),
+            "WAN22_STORAGE": _absolute(self.options.storage),
             "WAN22_LOG_FORMAT": os.environ.get("WAN22_LOG_FORMAT", "console"),
             "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
         }
         tasks = self._generator_tasks()
         if tasks:
             self.env["RAY_ADDRESS"] = await self._ray_address(tasks)
-        self.supervisor = Supervisor(self._children(tasks))
+        self.supervisor = Supervisor(self._children(tasks), sessions=self.watchdog)
+
+    def _spawned(self, sid: int) -> None:
+        if self.watchdog:
+            self.watchdog.watch(sid)
 
     async def _redis_url(self) -> str:
         if os.environ.get("WAN22_REDIS_URL"):
             return os.environ["WAN22_REDIS_URL"]
-        self.redis = RedisServer(appendonly=True, fsync=self.options.fsync, data_dir=self.options.state_dir / "redis")
+        self.redis = RedisServer(
+            appendonly=True,
+            fsync=self.options.fsync,
+            data_dir=self.options.state_dir / "redis",
+            on_spawn=self._spawned,
+        )
         await anyio.to_thread.run_sync(self.redis.start)
         log.info("up.redis", url=self.redis.url, data=str(self.redis.dir), appendfsync=self.options.fsync)
         return self.redis.url
@@ -85,7 +97,7 @@ class Stack:
         if os.environ.get("RAY_ADDRESS"):
             return os.environ["RAY_ADDRESS"]
         ranks = sum(tasks.values()) * self.options.replicas
-        self.ray = RayHead(num_cpus=max(os.cpu_count() or 1, ranks))
+        self.ray = RayHead(num_cpus=max(os.cpu_count() or 1, ranks), on_spawn=self._spawned)
         await anyio.to_thread.run_sync(self.ray.start)
         log.info("up.ray", address=self.ray.address)
         return self.ray.address
@@ -136,6 +148,13 @@ class Stack:
             await anyio.to_thread.run_sync(self.ray.stop)
         if self.redis:
             await anyio.to_thread.run_sync(self.redis.stop)
+        if self.watchdog:  # stops whatever did not stop, then exits
+            await anyio.to_thread.run_sync(self.watchdog.close)
+
+
+def _absolute(storage: str) -> str:
+    """Children run elsewhere: a local directory is passed as an absolute path, a URL as it is."""
+    return storage if "://" in storage else str(Path(storage).resolve())
 
 
 async def responds(http: httpx.AsyncClient, url: str) -> bool:
