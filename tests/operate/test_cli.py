@@ -61,13 +61,25 @@ async def test_redis_down_is_one_line_and_exit_5():
     assert done.returncode == 5 and "cannot reach Redis" in done.stderr and "Traceback" not in done.stderr
 
 
+async def _clients_in(redis, command: str) -> int:
+    return sum(client.get("cmd") == command for client in await redis.client_list())
+
+
+async def _until_another_client_blocks_in(redis, command: str, before: int, timeout_s: float = 60) -> None:
+    with anyio.fail_after(timeout_s):
+        while await _clients_in(redis, command) <= before:
+            await anyio.sleep(0.05)
+
+
 async def test_watch_and_submit_wait_follow_until_terminal(redis, redis_url, ingest_url):
     store = TaskStore(redis, KEYS)
     done = await run_cli(redis_url, "submit", "--task", "demo", "--prompt", "watch me")
     task_id = done.stdout.strip()
 
+    following = await _clients_in(redis, "xread")
+
     async def finish_later() -> None:
-        await anyio.sleep(1.5)
+        await _until_another_client_blocks_in(redis, "xread", following)  # `watch` is up and following
         progress = Progress(task_id=task_id, step=1, total=1, percent=100.0)
         await redis.xadd(KEYS.progress, {"type": "progress", "task_id": task_id, "payload": encode(progress)})
         await store.finish(Completed(task_id=task_id, video_url="file:///v.mp4"), {"video_url": "file:///v.mp4"})
