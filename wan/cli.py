@@ -43,9 +43,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative-prompt", default="", help="default: the release's (the task's) negative prompt")
     gen.add_argument("--image", type=Path, help="conditioning image (i2v; optional for ti2v)")
-    gen.add_argument(
-        "--size", help="WIDTH*HEIGHT (default: the task's first size); with --image, the area to fill"
-    )
+    gen.add_argument("--size", help="WIDTH*HEIGHT (default: the task's first size); with --image, the area to fill")
     gen.add_argument("--frames", type=int, help="frame count, 4k+1")
     gen.add_argument("--steps", type=int, help="denoising steps")
     gen.add_argument("--shift", type=float, help="flow shift")
