@@ -11,6 +11,7 @@ import pytest
 
 from services.contracts import job_decoder
 from services.keys import INGEST_GROUP, Keys
+from wan.presets import RELEASE_NEGATIVE_PROMPT
 
 KEYS = Keys()
 CURL_BODY = {  # the original design's curl body, verbatim
@@ -58,6 +59,7 @@ async def test_original_curl_body_is_accepted_and_normalized(redis, ingest_url):
     assert (job.width, job.height, job.frame_num, job.sample_steps) == (832, 480, 81, 40)
     assert (job.sample_shift, job.guide_scale, job.fps) == (5.0, (3.5, 3.5), 16)
     assert job.image == "/path/in/pod/to/image.jpg"
+    assert job.negative_prompt == RELEASE_NEGATIVE_PROMPT  # empty means the release's default
     state = await redis.hgetall(KEYS.task(job.task_id))
     assert state["status"] == "queued" and state["task"] == "i2v-A14B"
     [accepted] = await events_of(redis, "accepted")
@@ -81,6 +83,7 @@ async def test_flat_fields_as_go_redis_sends_them(redis, ingest_url):
     [job] = await jobs(redis, "demo")
     assert (job.width, job.height, job.seed, job.frame_num, job.guide_scale) == (96, 64, 42, 9, (4.5, 4.5))
     assert job.metadata == {"user": "u1"} and job.fps == 24
+    assert job.negative_prompt == "blurry, static"  # the task's own default from the models file
     with anyio.fail_after(5):
         while await ingest_pending(redis):
             await anyio.sleep(0.02)
