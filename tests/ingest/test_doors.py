@@ -9,8 +9,9 @@ import anyio
 import httpx
 import pytest
 
-from services.contracts import job_decoder
+from services.contracts import Completed, job_decoder
 from services.keys import INGEST_GROUP, Keys
+from services.tasks import TaskStore
 from wan.presets import RELEASE_NEGATIVE_PROMPT
 
 KEYS = Keys()
@@ -204,6 +205,18 @@ async def test_task_state_cancel_and_404(redis, ingest_url):
     [cancelled] = await events_of(redis, "cancelled")
     assert cancelled["task_id"] == task_id
     assert await redis.exists(KEYS.cancel(task_id))  # a worker that gets the job only acks it
+
+
+async def test_task_state_reports_the_video_a_completed_task_made(redis, ingest_url):
+    async with httpx.AsyncClient(base_url=ingest_url) as http:
+        task_id = (await http.post("/generate", json={"task": "demo", "prompt": "p"})).json()["task_id"]
+        # What the generator writes on completion (services.generator.worker, through TaskStore.finish).
+        completed = Completed(task_id=task_id, video_url="s3://v", width=32, height=96, frame_num=5, fps=24)
+        fields = {"video_url": "s3://v", "width": 32, "height": 96, "frame_num": 5, "fps": 24}
+        assert await TaskStore(redis, KEYS).finish(completed, fields)
+        state = (await http.get(f"/tasks/{task_id}")).json()
+    assert state["status"] == "completed"
+    assert (state["width"], state["height"], state["frame_num"], state["fps"]) == (32, 96, 5, 24)
 
 
 async def test_health_ready_metrics_openapi(ingest_url):
