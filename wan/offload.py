@@ -21,7 +21,7 @@ are the same, so the record is what a test can check there; the tensors only rea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -77,7 +77,7 @@ class ExpertOffloader:
                     self._move(name, HOST)
                 self._release_cache()
 
-    def _pre_hook(self, name: str):
+    def _pre_hook(self, name: str) -> Callable[[nn.Module, object], None]:
         def hook(module: nn.Module, args: object) -> None:
             self.activate(name)
 
