@@ -128,10 +128,17 @@ class Retrying(_Event, tag="retrying", kw_only=True):
 
 
 class Completed(_Event, tag="completed", kw_only=True):
+    """The video as it was made: an image job's size follows its image, so `width` and `height`
+    may differ from the job's (0 = not reported, by a generator older than these fields)."""
+
     video_url: str
     poster_url: str = ""
     duration_s: float = 0.0
     attempt: int = 1
+    width: int = 0
+    height: int = 0
+    frame_num: int = 0
+    fps: int = 0
 
 
 class Failed(_Event, tag="failed", kw_only=True):
@@ -184,6 +191,11 @@ class TaskState(Struct, kw_only=True, omit_defaults=True):
     expert: str = ""
     video_url: str = ""
     poster_url: str = ""
+    # The finished video's actual size, frame count and frame rate (set on completion).
+    width: int = 0
+    height: int = 0
+    frame_num: int = 0
+    fps: int = 0
     error: str = ""
     field: str = ""
     attempts: int = 0

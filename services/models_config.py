@@ -6,6 +6,11 @@ which checkpoint, on how many ranks. Torch-free, so ingest can read it.
     world_size = 8
     fsdp = true
 
+    [tasks.i2v-A14B]
+    ckpt_dir = "/models/Wan2.2-I2V-A14B-Diffusers"
+    offload = "experts"          # A14B on one 80 GB GPU
+    negative_prompt = "..."      # replaces the release's default negative prompt
+
     [tasks.demo]                 # a task of the deployment's own
     base = "ti2v-5B"
     ckpt_dir = ".wan22/models/demo"
@@ -36,6 +41,10 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     text_encoder_on_cpu: bool = False
     attention_backend: str | None = None
     vae_tiling: bool = False
+    # Expert offloading for one GPU (wan.offload): "none", "experts" (only the running expert on
+    # the device) or "model" (also the text encoder on the CPU, nothing but the VAE on the
+    # device between jobs). Same names as wan.offload.OFFLOAD_MODES; this module stays torch-free.
+    offload: Literal["none", "experts", "model"] = "none"
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_attempts: int = 3
 

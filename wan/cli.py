@@ -41,9 +41,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--task", required=True, choices=sorted(PRESETS))
     gen.add_argument("--ckpt", required=True, type=Path, help="checkpoint directory (diffusers layout)")
     gen.add_argument("--prompt", required=True)
-    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--negative-prompt", default="", help="default: the release's (the task's) negative prompt")
     gen.add_argument("--image", type=Path, help="conditioning image (i2v; optional for ti2v)")
-    gen.add_argument("--size", help="WIDTH*HEIGHT (default: the task's first size)")
+    gen.add_argument("--size", help="WIDTH*HEIGHT (default: the task's first size); with --image, the area to fill")
     gen.add_argument("--frames", type=int, help="frame count, 4k+1")
     gen.add_argument("--steps", type=int, help="denoising steps")
     gen.add_argument("--shift", type=float, help="flow shift")
@@ -53,6 +53,13 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--ulysses-degree", type=int, help="default: the world size")
     gen.add_argument("--fsdp", action="store_true", help="shard transformer (and text encoder) parameters")
     gen.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
+    gen.add_argument(
+        "--offload",
+        choices=["none", "experts", "model"],
+        default="none",
+        help="experts: only the running expert on the GPU (A14B on one 80 GB GPU); "
+        "model: also the text encoder on the CPU and nothing but the VAE on the GPU when idle",
+    )
     gen.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     gen.add_argument("--attention-backend", help="diffusers attention backend, e.g. flash, _native_cudnn")
     gen.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large sizes)")

@@ -13,6 +13,7 @@ import numpy as np
 from wan.job import GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.presets import PRESETS, TaskPreset, check_frame_num, parse_size
+from wan.sizing import fit_to_image
 
 OUTPUT_SUFFIXES = (".mp4", ".npy")
 
@@ -30,6 +31,7 @@ class LocalJob:
     ulysses_degree: int | None
     fsdp: bool
     t5_cpu: bool
+    offload: str
     attention_backend: str | None
     vae_tiling: bool
 
@@ -84,6 +86,7 @@ def _job_from_args(args: argparse.Namespace) -> LocalJob:
         ulysses_degree=args.ulysses_degree,
         fsdp=args.fsdp,
         t5_cpu=args.t5_cpu,
+        offload=args.offload,
         attention_backend=args.attention_backend,
         vae_tiling=args.vae_tiling,
     )
@@ -109,7 +112,8 @@ def _check_sequence_split(job: LocalJob, world_size: int) -> None:
     if heads % ulysses or world_size % ulysses:
         raise ValueError(f"Ulysses degree {ulysses} must divide the {heads} heads and the world size {world_size}")
     multiple = job.preset.size_multiple
-    tokens = ((job.inp.frame_num - 1) // 4 + 1) * (job.inp.width // multiple) * (job.inp.height // multiple)
+    inp = fit_to_image(job.inp, job.preset.kind, job.preset.vae_stride, job.preset.patch_size)
+    tokens = ((inp.frame_num - 1) // 4 + 1) * (inp.width // multiple) * (inp.height // multiple)
     if tokens % world_size:
         raise ValueError(f"{tokens} transformer tokens do not split over {world_size} ranks; change size or frames")
 
@@ -136,7 +140,12 @@ def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
     ctx.ulysses_degree, ctx.fsdp, ctx.text_encoder_on_cpu = job.ulysses_degree, job.fsdp, job.t5_cpu
     try:
         model = WanModel.load(
-            job.ckpt, job.preset, parallel=ctx, attention_backend=job.attention_backend, vae_tiling=job.vae_tiling
+            job.ckpt,
+            job.preset,
+            parallel=ctx,
+            attention_backend=job.attention_backend,
+            vae_tiling=job.vae_tiling,
+            offload=job.offload,  # type: ignore[arg-type]
         )
         bar = _ProgressBar(job.inp.sample_steps) if rank == 0 else None
         frames = model.generate(job.inp, on_step=bar)

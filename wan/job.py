@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wan.presets import TaskPreset, expert_guidance
+from wan.presets import TaskPreset, expert_guidance, negative_prompt_for
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -33,7 +33,9 @@ class GenerationInput:
     (`transformer`; the only one of single-expert models), `guide_scale_2` the low-noise expert
     (`transformer_2`; None = same as `guide_scale`). Presets keep Wan's (low, high) order: use
     `from_preset` or `wan.presets.expert_guidance` to convert. A negative seed means "pick one"
-    (rank 0 picks; every rank uses its pick)."""
+    (rank 0 picks; every rank uses its pick). An empty negative prompt means the task's default
+    (the release's). With an image, width x height is the area the video may cover; its shape
+    follows the image (`wan.sizing`)."""
 
     prompt: str
     negative_prompt: str
@@ -68,7 +70,7 @@ class GenerationInput:
         high, low = expert_guidance(preset, guide_scale)
         return cls(
             prompt=prompt,
-            negative_prompt=negative_prompt,
+            negative_prompt=negative_prompt_for(preset, negative_prompt),
             image=image,
             width=width,
             height=height,

@@ -151,6 +151,8 @@ def released_scheduler() -> Any:
 
 
 def scheduler_with_shift(scheduler: Any, shift: float) -> Any:
-    """A fresh scheduler of the checkpoint's class with the job's flow shift (never the stored one)."""
-    key = "flow_shift" if "flow_shift" in scheduler.config else "shift"
-    return type(scheduler).from_config(scheduler.config, **{key: shift})
+    """A fresh scheduler for one job with the job's flow shift (never the stored one) and, for flow
+    UniPC, the release's timesteps (`wan.schedule`)."""
+    from wan.schedule import release_scheduler
+
+    return release_scheduler(scheduler, shift)

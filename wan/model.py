@@ -7,6 +7,7 @@ VAE), and only rank 0 decodes the final latents.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
+from wan.offload import ExpertOffloader, OffloadMode, check_offload
 from wan.parallel import (
     Degrees,
     all_agree,
@@ -30,7 +32,8 @@ from wan.parallel import (
     enable_context_parallel,
     shard_fsdp,
 )
-from wan.presets import TaskPreset, check_frame_num
+from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
+from wan.sizing import condition_image, fit_to_image
 from wan.spec import ModelSpec, check_against_preset
 
 __all__ = ["Cancelled", "GenerationInput", "ParallelContext", "StepInfo", "WanModel"]
@@ -39,12 +42,20 @@ MAX_TEXT_TOKENS = 512  # Wan2.2's text_len
 
 
 class WanModel:
-    def __init__(self, preset: TaskPreset, comps: Components, parallel: ParallelContext, deg: Degrees) -> None:
+    def __init__(
+        self,
+        preset: TaskPreset,
+        comps: Components,
+        parallel: ParallelContext,
+        deg: Degrees,
+        offloader: ExpertOffloader | None = None,
+    ) -> None:
         self.preset, self.parallel, self.degrees = preset, parallel, deg
         self.device = torch.device(parallel.device)
         self.spec = ModelSpec.of(comps)
         self._comps = comps
         self._pipes = _build_pipelines(comps, preset)
+        self.offloader = offloader  # None: every module stays on the device
         self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
 
     @classmethod
@@ -57,10 +68,13 @@ class WanModel:
         dtype: torch.dtype | None = None,
         attention_backend: str | None = None,
         vae_tiling: bool = False,
+        offload: OffloadMode = "none",
     ) -> WanModel:
         """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
-        caller has already initialised torch.distributed; every rank calls this."""
+        caller has already initialised torch.distributed; every rank calls this. `offload` keeps
+        idle experts (and, for `model`, the text encoder) in host memory (`wan.offload`)."""
         parallel = parallel or ParallelContext()
+        offload = check_offload(offload, fsdp=parallel.fsdp and parallel.world_size > 1)
         path = require_diffusers_layout(ckpt_dir)
         if parallel.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("world_size > 1 needs torch.distributed initialised first (see wan.distributed)")
@@ -71,16 +85,17 @@ class WanModel:
         comps = load_components(
             path,
             dtype=dtype,
-            # FSDP shards from host memory, moving only this rank's shard to the device.
-            transformer_device=cpu if fsdp else device,
-            text_encoder_device=cpu if (parallel.text_encoder_on_cpu or fsdp) else device,
+            # FSDP shards from host memory, moving only this rank's shard to the device; offloaded
+            # experts start in host memory and move in when they first run.
+            transformer_device=cpu if (fsdp or offload != "none") else device,
+            text_encoder_device=cpu if (parallel.text_encoder_on_cpu or fsdp or offload == "model") else device,
             vae_device=device,
         )
         check_against_preset(ModelSpec.of(comps), preset)
         deg = _shard(comps, parallel, attention_backend)
         if vae_tiling:
             comps.vae.enable_tiling()
-        return cls(preset, comps, parallel, deg)
+        return cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
 
     def generate(
         self,
@@ -92,7 +107,9 @@ class WanModel:
         """Run one job. Returns float frames (F, H, W, 3) in [0, 1] on rank 0, None elsewhere.
         Raises Cancelled (on every rank, before any decode) when should_cancel() turns true."""
         started = time.monotonic()
-        inp = self.last_input = self._agree_on_input(inp)
+        inp = self._agree_on_input(inp)
+        # With an image the requested size is an area; the video follows the image (wan.sizing).
+        inp = self.last_input = fit_to_image(inp, self.preset.kind, self.spec.vae_spatial, self.spec.patch[1])
         self._validate(inp)
         if all_agree(bool(should_cancel and should_cancel()), self.device):
             raise Cancelled(0, inp.sample_steps)
@@ -100,7 +117,8 @@ class WanModel:
         pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
         with torch.no_grad():
-            latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
+            with self.offloader.job() if self.offloader else contextlib.nullcontext():
+                latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
             if not self.parallel.is_main:
                 return None
             return self._decode(pipe, latents)
@@ -137,7 +155,7 @@ class WanModel:
     def _call_kwargs(self, inp: GenerationInput) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
             prompt=inp.prompt,
-            negative_prompt=inp.negative_prompt,
+            negative_prompt=negative_prompt_for(self.preset, inp.negative_prompt),
             height=inp.height,
             width=inp.width,
             num_frames=inp.frame_num,
@@ -152,7 +170,7 @@ class WanModel:
             max_sequence_length=MAX_TEXT_TOKENS,
         )
         if inp.image is not None:
-            kwargs["image"] = inp.image.convert("RGB")
+            kwargs["image"] = condition_image(self.preset.kind, inp.image, inp.width, inp.height)
         return kwargs
 
     def _decode(self, pipe: Any, latents: torch.Tensor) -> np.ndarray:
@@ -210,9 +228,17 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
     return deg
 
 
+def _offloader(comps: Components, mode: OffloadMode, device: torch.device) -> ExpertOffloader | None:
+    if mode == "none":
+        return None
+    names = ["single"] if comps.transformer_2 is None else ["high_noise", "low_noise"]
+    experts = dict(zip(names, [comps.transformer, comps.transformer_2], strict=False))
+    return ExpertOffloader(experts, mode, device)
+
+
 def _build_pipelines(comps: Components, preset: TaskPreset) -> dict[str, Any]:
     """The diffusers pipelines over the shared resident modules: t2v for prompts, i2v for images."""
-    from diffusers import WanImageToVideoPipeline, WanPipeline
+    from wan.pipelines import ReleaseWanImageToVideoPipeline, ReleaseWanPipeline
 
     common = dict(
         tokenizer=comps.tokenizer,
@@ -226,10 +252,10 @@ def _build_pipelines(comps: Components, preset: TaskPreset) -> dict[str, Any]:
     )
     pipes: dict[str, Any] = {}
     if preset.kind != "i2v":
-        pipes["t2v"] = WanPipeline(**common)
+        pipes["t2v"] = ReleaseWanPipeline(**common)
     if preset.kind != "t2v":
         # Wan2.2's i2v conditions on VAE latents only: no CLIP image encoder.
-        pipes["i2v"] = WanImageToVideoPipeline(**common, image_encoder=None, image_processor=None)
+        pipes["i2v"] = ReleaseWanImageToVideoPipeline(**common, image_encoder=None, image_processor=None)
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
     return pipes

@@ -8,6 +8,15 @@ import msgspec
 
 Kind = Literal["t2v", "i2v", "ti2v"]
 
+# `sample_neg_prompt` of the release's shared config (wan/configs/shared_config.py): what the
+# release's pipelines use whenever a job's negative prompt is empty. Kept in the original Chinese:
+# the text encoder was trained with it, and a translation would condition differently.
+RELEASE_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
 
 class TaskPreset(msgspec.Struct, frozen=True, kw_only=True):
     """Defaults and limits of one task type.
@@ -15,6 +24,7 @@ class TaskPreset(msgspec.Struct, frozen=True, kw_only=True):
     `guide_scale` is (low-noise expert, high-noise expert); single-expert models use the first.
     `boundary_ratio` is the MoE switch point as a fraction of the 1000 training timesteps; None
     means one expert. `vae_stride` × `patch_size` is the granularity a size must respect.
+    `negative_prompt` replaces an empty negative prompt (the release's rule).
     """
 
     name: str
@@ -32,6 +42,7 @@ class TaskPreset(msgspec.Struct, frozen=True, kw_only=True):
     patch_size: int = 2
     max_frames: int = 241
     max_steps: int = 100
+    negative_prompt: str = RELEASE_NEGATIVE_PROMPT
 
     @property
     def size_multiple(self) -> int:
@@ -96,6 +107,12 @@ def parse_size(size: str) -> tuple[int, int]:
 def check_frame_num(frames: int) -> None:
     if frames < 1 or (frames - 1) % 4 != 0:
         raise ValueError(f"frame_num must be 4k+1 (1, 5, 9, ... 81), got {frames}")
+
+
+def negative_prompt_for(preset: TaskPreset, requested: str | None) -> str:
+    """The negative prompt a job runs with: the request's, or the task's default when it is empty
+    (the release treats an empty negative prompt as "use `sample_neg_prompt`")."""
+    return requested or preset.negative_prompt
 
 
 def derive_preset(base: TaskPreset, name: str, overrides: dict[str, object]) -> TaskPreset:

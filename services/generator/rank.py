@@ -77,6 +77,7 @@ class RankWorker:
             parallel=parallel,
             attention_backend=served.attention_backend,
             vae_tiling=served.vae_tiling,
+            offload=served.offload,
         )
         return time.perf_counter() - started
 
@@ -111,10 +112,15 @@ class RankWorker:
             started = time.perf_counter()
             frames = self.model.generate(inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel)
         denoise_s = time.perf_counter() - started
+        frame_num, height, width = (int(n) for n in frames.shape[:3])
         return {
             "video": encode_mp4(frames, job.fps),
             "poster": poster_image(frames, "jpeg"),
-            "frames": int(frames.shape[0]),
+            # What was made: an image job's size follows the image, not the job's width x height.
+            "width": width,
+            "height": height,
+            "frame_num": frame_num,
+            "fps": job.fps,
             "denoise_s": denoise_s,
             "steps": reporter.steps,
         }

@@ -71,14 +71,16 @@ class JobRunner:
     async def _completed(self, job: Job, entry: Entry, result: dict, duration_s: float) -> None:
         video_url = await self.storage.put(f"{job.task_id}/video.mp4", result["video"], "video/mp4")
         poster_url = await self.storage.put(f"{job.task_id}/poster.jpg", result["poster"], "image/jpeg")
+        video = {key: int(result.get(key, 0)) for key in ("width", "height", "frame_num", "fps")}
         event = Completed(
             task_id=job.task_id,
             video_url=video_url,
             poster_url=poster_url,
             duration_s=round(duration_s, 3),
             attempt=entry.attempt,
+            **video,
         )
-        fields = {"video_url": video_url, "poster_url": poster_url, "progress": 100.0, "error": ""}
+        fields = {"video_url": video_url, "poster_url": poster_url, "progress": 100.0, "error": ""} | video
         first = await self.tasks.finish(event, fields)
         metrics.JOBS.labels(job.task, "completed").inc()
         metrics.JOB_SECONDS.labels(job.task).observe(duration_s)
@@ -89,7 +91,8 @@ class JobRunner:
             video_url=video_url,
             duration_s=round(duration_s, 3),
             first=first,
-            frames=result.get("frames"),
+            frames=video["frame_num"],
+            size=f"{video['width']}*{video['height']}",
             denoise_s=round(result.get("denoise_s", 0.0), 3),
         )
 

@@ -11,7 +11,7 @@ from services.ingest.invalid import Invalid
 from services.ingest.settings import IngestSettings
 from services.inputs import BadImage, check_reference
 from services.models_config import ModelsConfig, ServedTask
-from wan.presets import TaskPreset, check_frame_num
+from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 
 
 class Normalizer:
@@ -33,7 +33,8 @@ class Normalizer:
             task_id=request.task_id or secrets.token_hex(16),  # a uuid4's randomness, without the object
             task=request.task,
             prompt=_prompt(request.prompt, self.settings.max_prompt_chars),
-            negative_prompt=request.negative_prompt or "",
+            # Empty means the task's default (the release's `sample_neg_prompt` unless configured).
+            negative_prompt=negative_prompt_for(preset, request.negative_prompt),
             image=_image(request.image, preset, self.settings),
             width=width,
             height=height,

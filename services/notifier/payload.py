@@ -34,6 +34,11 @@ class TaskData(msgspec.Struct, kw_only=True):
     task: str = ""
     video_url: str = ""
     poster_url: str = ""
+    # completed: the video as made (an image job's size follows its image); 0 otherwise.
+    width: int = 0
+    height: int = 0
+    frame_num: int = 0
+    fps: int = 0
     error: str = ""
     field: str = ""
     reason: str = ""  # rejected: why; cancelled: who asked
@@ -85,6 +90,7 @@ def _apply_event(data: TaskData, event: Event) -> None:
                 event.attempt,
                 "",
             )
+            data.width, data.height, data.frame_num, data.fps = event.width, event.height, event.frame_num, event.fps
         case contracts.Failed():
             data.error, data.attempt = event.error, event.attempts
         case contracts.Rejected():

@@ -24,6 +24,21 @@ from tests.generator.helpers import (
 from wan.video import probe_mp4
 
 
+def png_data_url(width: int, height: int) -> str:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    # A smooth picture: it compresses small enough for the job's 4 KiB image reference.
+    rows = np.linspace(0, 255, height, dtype=np.uint8)[:, None, None]
+    pixels = np.broadcast_to(rows, (height, width, 3)).copy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 async def test_job_runs_on_the_gang_and_completes_once(redis, generator):
     task_id = await submit(redis, steps=4)
     state = await wait_status(redis, task_id, {"completed", "failed"})
@@ -35,7 +50,22 @@ async def test_job_runs_on_the_gang_and_completes_once(redis, generator):
     kinds = [kind for kind, _ in await events_for(redis, task_id)]
     assert kinds == ["accepted", "started", "completed"]
     assert float(state["progress"]) == 100.0
+    assert (state["width"], state["height"], state["frame_num"], state["fps"]) == ("64", "64", "5", "24")
+    [completed] = [event for kind, event in await events_for(redis, task_id) if kind == "completed"]
+    assert (completed["width"], completed["height"], completed["frame_num"], completed["fps"]) == (64, 64, 5, 24)
     assert await pending(redis) == 0
+
+
+async def test_image_job_reports_the_size_that_follows_the_image(redis, generator):
+    # ti2v at 64*64 with a 1:3 portrait image: the release's best_output_size gives 32*96.
+    task_id = await submit(redis, steps=2, image=png_data_url(40, 120))
+    state = await wait_status(redis, task_id, {"completed", "failed"})
+    assert state["status"] == "completed", state.get("error")
+    assert (state["width"], state["height"]) == ("32", "96")
+    video = Path(urlparse(state["video_url"]).path)
+    assert probe_mp4(video.read_bytes())[:3] == (5, 32, 96)
+    [completed] = [event for kind, event in await events_for(redis, task_id) if kind == "completed"]
+    assert (completed["width"], completed["height"]) == (32, 96)
 
 
 async def test_redelivered_job_of_a_terminal_task_is_only_acked(redis, generator):

@@ -19,6 +19,7 @@ ckpt_dir = "/models/demo"
 sizes = ["64*64", "96*64"]
 frame_num = 5
 sample_steps = 4
+negative_prompt = "blurry, static"
 """
 
 StartIngest = Callable[..., str]

@@ -9,8 +9,10 @@ import anyio
 import httpx
 import pytest
 
-from services.contracts import job_decoder
+from services.contracts import Completed, job_decoder
 from services.keys import INGEST_GROUP, Keys
+from services.tasks import TaskStore
+from wan.presets import RELEASE_NEGATIVE_PROMPT
 
 KEYS = Keys()
 CURL_BODY = {  # the original design's curl body, verbatim
@@ -58,6 +60,7 @@ async def test_original_curl_body_is_accepted_and_normalized(redis, ingest_url):
     assert (job.width, job.height, job.frame_num, job.sample_steps) == (832, 480, 81, 40)
     assert (job.sample_shift, job.guide_scale, job.fps) == (5.0, (3.5, 3.5), 16)
     assert job.image == "/path/in/pod/to/image.jpg"
+    assert job.negative_prompt == RELEASE_NEGATIVE_PROMPT  # empty means the release's default
     state = await redis.hgetall(KEYS.task(job.task_id))
     assert state["status"] == "queued" and state["task"] == "i2v-A14B"
     [accepted] = await events_of(redis, "accepted")
@@ -81,6 +84,7 @@ async def test_flat_fields_as_go_redis_sends_them(redis, ingest_url):
     [job] = await jobs(redis, "demo")
     assert (job.width, job.height, job.seed, job.frame_num, job.guide_scale) == (96, 64, 42, 9, (4.5, 4.5))
     assert job.metadata == {"user": "u1"} and job.fps == 24
+    assert job.negative_prompt == "blurry, static"  # the task's own default from the models file
     with anyio.fail_after(5):
         while await ingest_pending(redis):
             await anyio.sleep(0.02)
@@ -201,6 +205,18 @@ async def test_task_state_cancel_and_404(redis, ingest_url):
     [cancelled] = await events_of(redis, "cancelled")
     assert cancelled["task_id"] == task_id
     assert await redis.exists(KEYS.cancel(task_id))  # a worker that gets the job only acks it
+
+
+async def test_task_state_reports_the_video_a_completed_task_made(redis, ingest_url):
+    async with httpx.AsyncClient(base_url=ingest_url) as http:
+        task_id = (await http.post("/generate", json={"task": "demo", "prompt": "p"})).json()["task_id"]
+        # What the generator writes on completion (services.generator.worker, through TaskStore.finish).
+        completed = Completed(task_id=task_id, video_url="s3://v", width=32, height=96, frame_num=5, fps=24)
+        fields = {"video_url": "s3://v", "width": 32, "height": 96, "frame_num": 5, "fps": 24}
+        assert await TaskStore(redis, KEYS).finish(completed, fields)
+        state = (await http.get(f"/tasks/{task_id}")).json()
+    assert state["status"] == "completed"
+    assert (state["width"], state["height"], state["frame_num"], state["fps"]) == (32, 96, 5, 24)
 
 
 async def test_health_ready_metrics_openapi(ingest_url):

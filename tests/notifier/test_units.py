@@ -86,8 +86,10 @@ def test_schedule_jitter_and_retry_after():
 
 def test_body_shape_for_each_kind():
     state = TaskState(task_id="t", status="completed", task="t2v-A14B", metadata={"k": "v"}, created_at=1.5)
-    body = body_decoder.decode(build_body(Completed(task_id="t", video_url="u", ts=2.0), state))
+    completed = Completed(task_id="t", video_url="u", ts=2.0, width=464, height=832, frame_num=81, fps=16)
+    body = body_decoder.decode(build_body(completed, state))
     assert body.type == "task.completed" and body.timestamp == "1970-01-01T00:00:02.000Z"
+    assert (body.data.width, body.data.height, body.data.frame_num, body.data.fps) == (464, 832, 81, 16)
     assert body.data.metadata == {"k": "v"} and body.data.created_at == "1970-01-01T00:00:01.500Z"
     rejected = body_decoder.decode(build_body(Rejected(task_id="r", error="bad", field="size", ts=1.0), None))
     assert (rejected.data.status, rejected.data.field, rejected.data.reason) == ("rejected", "size", "invalid")

@@ -12,6 +12,7 @@ from services import contracts, schema
 from services.keys import Keys
 from services.models_config import load_models
 from services.settings import CommonSettings, SettingsError, load
+from wan.presets import RELEASE_NEGATIVE_PROMPT
 
 
 def test_committed_schemas_are_current():
@@ -36,6 +37,16 @@ def test_event_union_round_trips_with_entry_layout():
     assert fields["type"] == "completed" and fields["task_id"] == "t1"
     decoded = contracts.event_decoder.decode(fields["payload"])
     assert isinstance(decoded, contracts.Completed) and decoded.ts > 0
+
+
+def test_completed_reports_the_video_and_older_payloads_still_decode():
+    event = contracts.Completed(task_id="t1", video_url="v", width=464, height=832, frame_num=81, fps=16)
+    decoded = contracts.event_decoder.decode(contracts.event_entry(event)["payload"])
+    assert (decoded.width, decoded.height, decoded.frame_num, decoded.fps) == (464, 832, 81, 16)
+    old = contracts.event_decoder.decode(b'{"type": "completed", "task_id": "t1", "video_url": "v"}')
+    assert (old.width, old.height, old.frame_num, old.fps) == (0, 0, 0, 0)
+    state = contracts.TaskState(task_id="t", status="completed", width=464, height=832, frame_num=81, fps=16)
+    assert contracts.state_from_hash(contracts.state_to_hash(state)) == state
 
 
 def test_request_constraints_name_the_field():
@@ -75,6 +86,19 @@ def test_models_config_adds_a_task_on_a_base_preset(tmp_path):
         load_models(str(path))
     path.write_text('[tasks.bad]\nbase = "ti2v-5B"\nframes = 5\n')
     with pytest.raises(SettingsError, match="frames"):
+        load_models(str(path))
+
+
+def test_models_config_sets_offload_and_negative_prompt_per_task(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text('[tasks.i2v-A14B]\nckpt_dir = "/m/i2v"\noffload = "experts"\nnegative_prompt = "blurry"\n')
+    config = load_models(str(path))
+    assert config.tasks["i2v-A14B"].offload == "experts"
+    assert config.tasks["i2v-A14B"].preset.negative_prompt == "blurry"
+    assert config.tasks["t2v-A14B"].offload == "none"
+    assert config.tasks["t2v-A14B"].preset.negative_prompt == RELEASE_NEGATIVE_PROMPT
+    path.write_text('[tasks.i2v-A14B]\noffload = "gpu"\n')
+    with pytest.raises(SettingsError, match="offload"):
         load_models(str(path))
 
 
