@@ -20,6 +20,7 @@ from services.generator.gang import Gang, JobCancelled
 from services.generator.images import ImageLoader
 from services.generator.storage import Storage
 from services.keys import Keys
+from services.queueinfo import record_run
 from services.tasks import TaskStore
 
 log = structlog.get_logger("wan22.generator")
@@ -80,6 +81,8 @@ class JobRunner:
         )
         fields = {"video_url": video_url, "poster_url": poster_url, "progress": 100.0, "error": ""}
         first = await self.tasks.finish(event, fields)
+        if first:
+            await record_run(self.redis, self.keys, job.task, duration_s)
         metrics.JOBS.labels(job.task, "completed").inc()
         metrics.JOB_SECONDS.labels(job.task).observe(duration_s)
         if result.get("steps"):

@@ -74,5 +74,9 @@ async def test_accepted_hash_is_the_queued_task_state(redis):
         metadata={"user": "u1"},
         created_at=at,
         updated_at=at,
+        priority="normal",
+        queue_entry=raw["queue_entry"],
     )
+    [(entry_id, _)] = await redis.xrange(KEYS.jobs("demo"))
+    assert raw["queue_entry"] == entry_id
     assert raw == {k: v for k, v in state_to_hash(expected).items() if k != "task_id"}
