@@ -2,7 +2,7 @@
 
 Events: `state` first (the task state, with `queue` while queued), then every progress and
 lifecycle entry under its type; while the task is queued, a `queue` event (position and estimate)
-whenever they changed, checked every `QUEUE_REFRESH_MS`."""
+whenever they changed, checked at every keepalive (`KEEPALIVE_MS`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from services.keys import Keys
 from services.queueinfo import QueueEstimator
 from services.tasks import TaskStore
 
-QUEUE_REFRESH_MS = 5_000
 _state_decoder = msgspec.json.Decoder(TaskState)
 
 
@@ -31,8 +30,7 @@ async def task_events(
     redis: Redis, keys: Keys, task_id: str, estimator: QueueEstimator | None = None
 ) -> AsyncIterator[bytes]:
     queued, last = False, None
-    block_ms = QUEUE_REFRESH_MS if estimator else 15_000
-    async for kind, entry_id, payload in follow(redis, keys, task_id, block_ms=block_ms):
+    async for kind, entry_id, payload in follow(redis, keys, task_id):
         if kind == "state" and estimator is not None:
             state = _state_decoder.decode(payload)
             state.queue = last = await estimator(state)
