@@ -281,7 +281,9 @@ class TaskStore:
 
         def reopen(pipe: Pipeline, letter: DeadLetter) -> None:
             if letter.stream.startswith(jobs_prefix) and letter.task_id:
+                # No deadline any more: an operator's replay runs however late it is.
                 fields = {"status": "queued", "error": "", "progress": "0", "updated_at": str(now())}
+                fields["deadline_at"] = "0"
                 pipe.hset(self.keys.task(letter.task_id), mapping=fields)
 
         return await replay(self.redis, self.keys, dlq_id, also=reopen)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import anyio
 
+from services.consumer import Entry, dead_letter
 from services.contracts import Cancelled, Completed, Failed, Job, TaskState, event_decoder, now, state_to_hash
-from services.keys import Keys
+from services.keys import GENERATOR_GROUP, Keys
 from services.tasks import TaskStore
 
 KEYS = Keys()
@@ -122,3 +123,18 @@ async def test_a_started_task_is_not_expired(redis):
     assert await redis.zcard(KEYS.deadlines) == 0, "no longer queued: it leaves the set"
     assert (await store.get("s")).status == "running"
     assert await _terminal_events(redis, "s") == []
+
+
+async def test_a_replayed_dead_letter_runs_however_late(redis):
+    store = TaskStore(redis, KEYS)
+    late = job("r")
+    late.deadline_at = now() + 0.05
+    await store.accept(late, None, 60)
+    assert await store.claim("r", 1, "w") == "running"
+    [(entry_id, fields)] = await redis.xrange(KEYS.jobs("demo"))
+    await store.finish(Failed(task_id="r", error="boom"), {"error": "boom"})
+    entry = Entry(KEYS.jobs("demo"), entry_id, fields)
+    dlq_id = await dead_letter(redis, KEYS, GENERATOR_GROUP, entry, [], "exhausted")
+    await anyio.sleep(0.1)  # past the deadline
+    assert await store.replay_dead(dlq_id)
+    assert await store.claim("r", 1, "w") == "running", "an operator's replay is not expired"
