@@ -30,6 +30,14 @@ class Keys(msgspec.Struct, frozen=True):
         base = f"{self.prefix}:jobs:{task}"
         return base if priority == DEFAULT_PRIORITY else f"{base}:{priority}"
 
+    def task_of(self, stream: str) -> str:
+        """The task of a job stream of any priority."""
+        task = stream.removeprefix(self.jobs(""))
+        for priority in PRIORITIES:
+            if priority != DEFAULT_PRIORITY and task.endswith(f":{priority}"):
+                return task.removesuffix(f":{priority}")
+        return task
+
     def job_streams(self, task: str) -> list[str]:
         """Every job stream of a task, highest priority first."""
         return [self.jobs(task, priority) for priority in PRIORITIES]

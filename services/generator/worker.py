@@ -126,6 +126,6 @@ class JobRunner:
         event = Failed(task_id=entry.task_id, error=error, attempts=attempts, error_type=reason)
         if entry.task_id:
             await self.tasks.finish(event, {"error": error, "attempts": attempts})
-        task = entry.fields.get("task", "") or entry.stream.rsplit(":", 1)[-1]
+        task = entry.fields.get("task", "") or self.keys.task_of(entry.stream)
         metrics.JOBS.labels(task, "failed").inc()
         log.error("job.failed", error=error, attempts=attempts, reason=reason)

@@ -40,6 +40,12 @@ async def _fill(redis, counts: dict[str, int]) -> None:
             await redis.xadd(KEYS.jobs("demo", priority), {"p": priority, "n": str(n)})
 
 
+def test_job_streams_of_a_task():
+    assert STREAMS == ["wan22:jobs:demo:high", "wan22:jobs:demo", "wan22:jobs:demo:low"]
+    assert {KEYS.task_of(stream) for stream in STREAMS} == {"demo"}
+    assert KEYS.task_of(KEYS.jobs("t2v-A14B", "low")) == "t2v-A14B"
+
+
 def test_the_cycle_is_four_two_one():
     assert [PRIORITIES[i] for i in turns((4, 2, 1))] == ["high", "normal", "high", "low", "high", "normal", "high"]
 
