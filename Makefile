@@ -22,7 +22,7 @@ soak: setup
 	$(PY) -m pytest -q -m soak tests/chaos
 
 schema: setup
-	$(VENV)/bin/wan22 schema
+	$(VENV)/bin/wan22 schema --go
 
 clean:
 	rm -rf .wan22 outputs .pytest_cache

@@ -37,7 +37,22 @@ need() {  # need COMMAND DEBIAN_PACKAGE... : install the packages when COMMAND i
   fi
 }
 
+need_path() {  # need_path PATH DEBIAN_PACKAGE... : install the packages when PATH is missing
+  local path=$1; shift
+  [ -e "$path" ] && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing $* from Debian"
+    [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    echo "$path is missing: install it (Debian/Ubuntu: sudo apt-get install $*)" >&2
+    exit 1
+  fi
+}
+
 need redis-server redis-server
 if [ "${1:-}" = "test" ]; then
   need chromium chromium chromium-driver  # the dashboard's end-to-end test
+  need go golang-go  # the Go client's tests (clients/go, GOPATH mode)
+  need_path /usr/share/gocode/src/github.com/gomodule/redigo golang-github-gomodule-redigo-dev
 fi

@@ -22,6 +22,8 @@ Metadata = Annotated[dict[str, str], Meta(max_length=64)]
 Seed = Annotated[int, Meta(ge=-1, le=2**63 - 1)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
 
+Priority = Literal["high", "normal", "low"]  # services.keys.PRIORITIES, highest first
+DeadlineS = Annotated[float, Meta(gt=0, le=30 * 24 * 3600)]
 Status = Literal["queued", "running", "retrying", "completed", "failed", "cancelled", "rejected"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "rejected"})
 
@@ -54,6 +56,8 @@ class GenerateRequest(Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
     ckpt_dir: Url | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     max_attempts: Annotated[int, Meta(ge=1, le=20)] | None = None
+    priority: Priority | None = None
+    deadline_s: DeadlineS | None = None
 
 
 class Job(Struct, kw_only=True):
@@ -79,6 +83,9 @@ class Job(Struct, kw_only=True):
     max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
     request_id: str = ""
     created_at: float = 0.0
+    priority: Priority = "normal"
+    # Epoch seconds; 0 = none. Still queued past it: `failed` with error_type `expired`, never run.
+    deadline_at: float = 0.0
 
 
 class Progress(Struct, kw_only=True):
@@ -179,6 +186,20 @@ class DeadLetter(Struct, kw_only=True):
     task_id: str = ""
 
 
+class QueueInfo(Struct, kw_only=True):
+    """Where a queued task stands, computed when asked (not stored): `position` 1 = next to be
+    claimed, counting every waiting job of a higher priority and the earlier ones of its own;
+    `start_in_s` / `eta_s` (until started / done) from the mean of the task's recent run times
+    over the live generators, None until a job of the task has completed."""
+
+    position: int
+    ahead: int
+    generators: int = 0
+    run_s: float | None = None
+    start_in_s: float | None = None
+    eta_s: float | None = None
+
+
 class TaskState(Struct, kw_only=True, omit_defaults=True):
     """The hash `wan22:task:<id>`: the task's current state, every value a string in Redis."""
 
@@ -205,6 +226,10 @@ class TaskState(Struct, kw_only=True, omit_defaults=True):
     metadata: Metadata = {}
     created_at: float = 0.0
     updated_at: float = 0.0
+    priority: str = ""
+    deadline_at: float = 0.0
+    queue_entry: str = ""  # the job's entry id on its stream
+    queue: QueueInfo | None = None  # only while queued, on request (never in the hash)
 
 
 # One encoder and one decoder per type, built once.

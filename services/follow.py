@@ -12,7 +12,8 @@ from services.contracts import TERMINAL
 from services.keys import Keys
 from services.tasks import TaskStore
 
-KEEPALIVE_MS = 15_000
+# Under the Redis client's socket timeout (redis-py: 5 s), or a quiet block would time out.
+KEEPALIVE_MS = 3_000
 
 
 async def last_id(redis: Redis, stream: str) -> str:

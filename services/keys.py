@@ -10,6 +10,11 @@ INGEST_GROUP = "ingest"
 GENERATOR_GROUP = "generator"
 NOTIFIER_GROUP = "notifier"
 
+# Job priorities, highest first. `normal` keeps the original stream name, so producers and
+# generators that predate priorities keep working through a rolling deploy.
+PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
+
 
 class Keys(msgspec.Struct, frozen=True):
     """Key names under one prefix (`WAN22_PREFIX`, default `wan22`)."""
@@ -20,8 +25,31 @@ class Keys(msgspec.Struct, frozen=True):
     def requests(self) -> str:
         return f"{self.prefix}:requests"
 
-    def jobs(self, task: str) -> str:
-        return f"{self.prefix}:jobs:{task}"
+    def jobs(self, task: str, priority: str = DEFAULT_PRIORITY) -> str:
+        """The job stream of a task at one priority: `wan22:jobs:<task>` (normal), `...:high`, `...:low`."""
+        base = f"{self.prefix}:jobs:{task}"
+        return base if priority == DEFAULT_PRIORITY else f"{base}:{priority}"
+
+    def task_of(self, stream: str) -> str:
+        """The task of a job stream of any priority."""
+        task = stream.removeprefix(self.jobs(""))
+        for priority in PRIORITIES:
+            if priority != DEFAULT_PRIORITY and task.endswith(f":{priority}"):
+                return task.removesuffix(f":{priority}")
+        return task
+
+    def job_streams(self, task: str) -> list[str]:
+        """Every job stream of a task, highest priority first."""
+        return [self.jobs(task, priority) for priority in PRIORITIES]
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set of queued tasks with a deadline (score: the deadline, epoch seconds)."""
+        return f"{self.prefix}:deadlines"
+
+    def run_times(self, task: str) -> str:
+        """Recent run times of a task's jobs (seconds, newest first), for queue estimates."""
+        return f"{self.prefix}:runtimes:{task}"
 
     @property
     def jobs_pattern(self) -> str:
@@ -77,4 +105,5 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.prefix}:webhooks:secret"
 
     def all_streams(self, tasks: list[str]) -> list[str]:
-        return [self.requests, *(self.jobs(t) for t in tasks), self.events, self.progress, self.dlq, self.webhook_dlq]
+        jobs = [stream for task in tasks for stream in self.job_streams(task)]
+        return [self.requests, *jobs, self.events, self.progress, self.dlq, self.webhook_dlq]

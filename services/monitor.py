@@ -13,11 +13,12 @@ from services.keys import Keys
 
 
 async def streams_of(redis: Redis, keys: Keys, tasks: list[str]) -> list[str]:
-    """Known streams plus every job stream that exists (tasks added by other deployments too)."""
+    """Known streams (every priority of every task) plus every job stream that exists (tasks added
+    by other deployments too)."""
     found = {key async for key in redis.scan_iter(match=keys.jobs_pattern, _type="stream")}
     ordered = [
         keys.requests,
-        *(keys.jobs(t) for t in tasks),
+        *(stream for task in tasks for stream in keys.job_streams(task)),
         *sorted(found),
         keys.events,
         keys.progress,

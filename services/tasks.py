@@ -21,6 +21,7 @@ from services.contracts import (
     Cancelled,
     DeadLetter,
     Event,
+    Failed,
     Job,
     Rejected,
     Retrying,
@@ -36,19 +37,22 @@ from services.keys import Keys
 
 _json = msgspec.json.Encoder()
 
+EXPIRED_ERROR = "expired: still queued past its deadline"
 _TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
 
 # Accepts a batch of jobs in one call; each is checked and written in turn, so a repeated task id or
 # idempotency key within the batch maps to the first. One call for many jobs: per-command client
 # cost, not Redis, bounded the accept rate when each job was its own EVALSHA.
-# KEYS, 4 per job: task hash, jobs stream, events stream, idempotency key ('' = none).
+# KEYS, 5 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
+# none), deadlines set ('' = no deadline).
 # ARGV: task ttl, idem ttl, then 4 per job: task id, job payload, accepted payload, hash fields as
 # one JSON object (one argument instead of thirty: encoding arguments costs more than decoding).
+# The job's entry id goes into the hash (`queue_entry`) for queue positions.
 # Returns created (0/1) and task id per job, flat.
 ACCEPT = """
 local out = {}
-for j = 0, #KEYS / 4 - 1 do
-  local k, a = j * 4, 2 + j * 4
+for j = 0, #KEYS / 5 - 1 do
+  local k, a = j * 5, 2 + j * 4
   local task_id, idem = ARGV[a + 1], KEYS[k + 4]
   local existing = nil
   if idem ~= '' then existing = redis.call('GET', idem) end
@@ -56,21 +60,56 @@ for j = 0, #KEYS / 4 - 1 do
   if existing then
     out[#out + 1], out[#out + 2] = 0, existing
   else
+    local entry_id = redis.call('XADD', KEYS[k + 2], '*', 'type', 'job', 'task_id', task_id, 'payload', ARGV[a + 2])
+    local fields = cjson.decode(ARGV[a + 4])
     local flat = {}
-    for name, value in pairs(cjson.decode(ARGV[a + 4])) do
+    for name, value in pairs(fields) do
       flat[#flat + 1] = name
       flat[#flat + 1] = value
     end
+    flat[#flat + 1], flat[#flat + 2] = 'queue_entry', entry_id
     redis.call('HSET', KEYS[k + 1], unpack(flat))
     redis.call('EXPIRE', KEYS[k + 1], ARGV[1])
-    redis.call('XADD', KEYS[k + 2], '*', 'type', 'job', 'task_id', task_id, 'payload', ARGV[a + 2])
     redis.call('XADD', KEYS[k + 3], '*', 'type', 'accepted', 'task_id', task_id, 'payload', ARGV[a + 3])
     if idem ~= '' then redis.call('SET', idem, task_id, 'EX', ARGV[2]) end
+    if KEYS[k + 5] ~= '' then redis.call('ZADD', KEYS[k + 5], fields['deadline_at'], task_id) end
     out[#out + 1], out[#out + 2] = 1, task_id
   end
 end
 return out
 """
+
+# The expiry of a queued task past its deadline, shared by CLAIM and EXPIRE: `failed` with the
+# `expired` event in the same step, only while the task is still `queued`; 1 when it expired.
+# Uses KEYS[1] task hash, KEYS[2] events, KEYS[3] deadlines; ARGV[3] now, ARGV[4] task id,
+# ARGV[5] failed payload.
+_EXPIRE_LUA = (
+    """
+local function expire_if_due(status)
+  if status ~= 'queued' then return 0 end
+  local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at') or '0') or 0
+  if deadline <= 0 or deadline > tonumber(ARGV[3]) then return 0 end
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', '"""
+    + EXPIRED_ERROR
+    + """', 'updated_at', ARGV[3])
+  redis.call('XADD', KEYS[2], '*', 'type', 'failed', 'task_id', ARGV[4], 'payload', ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  return 1
+end
+"""
+)
+
+# KEYS: task hash, events stream, deadlines. ARGV: (unused), (unused), now, task id, failed payload.
+# Run by ingest for the due members of the deadlines set; a task no longer queued leaves the set.
+EXPIRE = (
+    _EXPIRE_LUA
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if expire_if_due(status) == 1 then return 1 end
+if status ~= 'queued' then redis.call('ZREM', KEYS[3], ARGV[4]) end
+return 0
+"""
+)
 
 # KEYS: task hash, events stream. ARGV: event type, task id, event payload, task ttl, hash k/v...
 # Sets a terminal state only if none is set yet; returns 1 when this call made the transition.
@@ -110,24 +149,36 @@ redis.call('XADD', KEYS[2], '*', 'type', 'retrying', 'task_id', ARGV[4], 'payloa
 return 1
 """
 
-# KEYS: task hash. ARGV: attempt, worker, now. Marks a job running unless it is terminal.
-CLAIM = f"""
+# KEYS: task hash, events stream, deadlines. ARGV: attempt, worker, now, task id, failed payload.
+# Marks a job running unless it is terminal, or expires it (queued past its deadline: never run).
+CLAIM = (
+    _EXPIRE_LUA
+    + f"""
 local terminal = {_TERMINAL_LUA}
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and terminal[status] then return status end
+if expire_if_due(status) == 1 then return 'failed' end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempts', ARGV[1], 'worker', ARGV[2], 'updated_at', ARGV[3])
 return 'running'
 """
+)
 
 
 # The hash of a queued task, as `state_to_hash` writes it, built once: only five fields vary.
-_QUEUED_HASH = {k: v for k, v in state_to_hash(TaskState(task_id="", status="queued")).items() if k != "task_id"}
+_NOT_QUEUED_FIELDS = ("task_id", "queue_entry")  # the script adds the entry id
+_QUEUED_HASH = {
+    k: v for k, v in state_to_hash(TaskState(task_id="", status="queued")).items() if k not in _NOT_QUEUED_FIELDS
+}
 
 
 def _queued_fields(job: Job, at: float) -> dict[str, str]:
     ts, metadata = str(at), _json.encode(job.metadata).decode()
     varying = {"task": job.task, "request_id": job.request_id, "webhook_url": job.webhook_url or ""}
-    return _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
+    fields = _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
+    fields["priority"] = job.priority
+    if job.deadline_at:
+        fields["deadline_at"] = repr(job.deadline_at)
+    return fields
 
 
 @dataclass(frozen=True)
@@ -146,6 +197,7 @@ class TaskStore:
         self._cancel = redis.register_script(CANCEL)
         self._claim = redis.register_script(CLAIM)
         self._retrying = redis.register_script(RETRYING)
+        self._expire = redis.register_script(EXPIRE)
 
     async def get(self, task_id: str) -> TaskState | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
@@ -182,9 +234,10 @@ class TaskStore:
         accepted = Accepted(task_id=job.task_id, request_id=job.request_id, task=job.task, ts=at)
         keys += [
             self.keys.task(job.task_id),
-            self.keys.jobs(job.task),
+            self.keys.jobs(job.task, job.priority),
             self.keys.events,
             self.keys.idempotency(idempotency_key) if idempotency_key else "",
+            self.keys.deadlines if job.deadline_at else "",
         ]
         args += [job.task_id, encode(job), encode(accepted), _json.encode(_queued_fields(job, at))]
 
@@ -228,14 +281,38 @@ class TaskStore:
 
         def reopen(pipe: Pipeline, letter: DeadLetter) -> None:
             if letter.stream.startswith(jobs_prefix) and letter.task_id:
+                # No deadline any more: an operator's replay runs however late it is.
                 fields = {"status": "queued", "error": "", "progress": "0", "updated_at": str(now())}
+                fields["deadline_at"] = "0"
                 pipe.hset(self.keys.task(letter.task_id), mapping=fields)
 
         return await replay(self.redis, self.keys, dlq_id, also=reopen)
 
     async def claim(self, task_id: str, attempt: int, worker: str) -> str:
-        """`running`, or the terminal status that means the job must only be acked."""
-        return str(await self._claim(keys=[self.keys.task(task_id)], args=[attempt, worker, now()]))
+        """`running`, or the terminal status that means the job must only be acked (`failed`
+        also when this claim found the task queued past its deadline and expired it)."""
+        at = now()
+        args = [attempt, worker, at, task_id, encode(_expired(task_id, at))]
+        return str(await self._claim(keys=self._expiry_keys(task_id), args=args))
+
+    async def expire_due(self, limit: int = 100) -> list[str]:
+        """Expire queued tasks whose deadline has passed; the ids of those expired by this call.
+        Tasks no longer queued leave the deadlines set."""
+        at = now()
+        due = await self.redis.zrangebyscore(self.keys.deadlines, "-inf", at, start=0, num=limit)
+        expired = []
+        for task_id in due:
+            args = ["", "", at, task_id, encode(_expired(task_id, at))]
+            if await self._expire(keys=self._expiry_keys(task_id), args=args):
+                expired.append(task_id)
+        return expired
+
+    def _expiry_keys(self, task_id: str) -> list[str]:
+        return [self.keys.task(task_id), self.keys.events, self.keys.deadlines]
+
+
+def _expired(task_id: str, at: float) -> Failed:
+    return Failed(task_id=task_id, error=EXPIRED_ERROR, attempts=0, error_type="expired", ts=at)
 
 
 _STATUS_OF = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "rejected": "rejected"}

@@ -138,8 +138,8 @@ def _replay(args: argparse.Namespace) -> int:
             raise CliError("name dead-letter ids, or --all", common.USAGE)
         ids = list(args.ids)
         if args.all:
-            wanted = keys.jobs(args.task) if args.task else None
-            ids += [i for i, d in await list_dead(redis, keys, count=100_000) if wanted in (None, d.stream)]
+            wanted = set(keys.job_streams(args.task)) if args.task else None  # every priority
+            ids += [i for i, d in await list_dead(redis, keys, count=100_000) if wanted is None or d.stream in wanted]
         store, replayed, missing = TaskStore(redis, keys), [], []
         for dlq_id in ids:
             new_id = await store.replay_dead(dlq_id)

@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 
 from services.cli import common
 from services.cli.errors import CliError
-from services.contracts import TaskState
+from services.contracts import QueueInfo, TaskState
 from services.follow import follow, last_id
-from services.keys import Keys
+from services.keys import PRIORITIES, Keys
+from services.queueinfo import QueueEstimator
 from services.settings import CommonSettings
 from services.tasks import TaskStore
 
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--frames", type=int)
     submit.add_argument("--steps", type=int)
     submit.add_argument("--seed", type=int)
+    submit.add_argument("--priority", choices=PRIORITIES, help="claimed before lower ones (default normal)")
+    submit.add_argument("--deadline", type=float, metavar="SECONDS", help="fail as expired if still queued then")
     submit.add_argument("--api", help="ingest base URL: submit over HTTP instead of the stream")
     submit.add_argument("--token", help="bearer token for --api")
     submit.add_argument("--wait", action="store_true", help="show progress until done; non-zero exit on failure")
@@ -63,6 +66,8 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
         "frame_num": args.frames,
         "sample_steps": args.steps,
         "seed": args.seed,
+        "priority": getattr(args, "priority", None),
+        "deadline_s": getattr(args, "deadline", None),
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -134,11 +139,32 @@ def _status(args: argparse.Namespace) -> int:
         state = await TaskStore(redis, keys).get(args.task_id)
         if state is None:
             raise CliError(f"no such task {args.task_id}", common.NOT_FOUND)
-        text = "\n".join(f"{k:>12}: {v}" for k, v in msgspec.structs.asdict(state).items() if v not in ("", {}))
+        state.queue = await QueueEstimator(redis, keys, settings.lease_ms)(state)
+        values = msgspec.structs.asdict(state)
+        text = "\n".join(f"{k:>12}: {v}" for k, v in values.items() if v not in ("", {}, None) and k != "queue")
+        if state.queue is not None:
+            text += "\n" + f"{'queue':>12}: {describe_queue(state.queue)}"
         common.emit(args, state, text)
         return common.OK
 
     return common.run(args, body)
+
+
+def describe_queue(queue: QueueInfo) -> str:
+    """`position 3 (2 ahead), 1 generator, starts in ~2 min, done in ~3 min`."""
+    plural = "" if queue.generators == 1 else "s"
+    text = f"position {queue.position} ({queue.ahead} ahead), {queue.generators} generator{plural}"
+    if queue.start_in_s is not None and queue.eta_s is not None:
+        text += f", starts in ~{_duration(queue.start_in_s)}, done in ~{_duration(queue.eta_s)}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _watch(args: argparse.Namespace) -> int:

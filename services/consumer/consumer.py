@@ -25,6 +25,7 @@ from services.consumer.entry import Entry
 from services.consumer.errors import LeavePending, Permanent
 from services.consumer.group import GroupMember
 from services.consumer.policy import ConsumerSettings, backoff_delay
+from services.consumer.slots import Slots
 from services.consumer.trim import trim_stream
 from services.contracts import ErrorRecord, now
 from services.keys import Keys
@@ -69,6 +70,8 @@ class StreamConsumer:
         hooks: Hooks | None = None,
         *,
         batch_handler: BatchHandler | None = None,
+        slots: Slots | None = None,
+        reads: bool = True,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
@@ -77,11 +80,13 @@ class StreamConsumer:
         self.settings = settings or ConsumerSettings()
         self.hooks = hooks or Hooks()
         self.member = GroupMember(redis, keys, stream, group, name, self.settings)
+        # reads=False: another reader claims new entries and `feed`s them (services.consumer.priority);
+        # this consumer still handles, acks, extends leases, reclaims, trims and hands back.
+        self.reads = reads
         # Entries claimed and not yet finished (queued for a worker or being handled).
         self._inflight: set[str] = set()
         self._queue_in, self._queue_out = anyio.create_memory_object_stream[list[Entry]](math.inf)
-        self._free = self.settings.concurrency
-        self._slot_freed = anyio.Event()
+        self.slots = slots or Slots(self.settings.concurrency)
         self._idle = anyio.Event()
         self._idle.set()
         self._stop = anyio.Event()
@@ -119,7 +124,7 @@ class StreamConsumer:
                 task_status.started()
                 with anyio.CancelScope() as read_scope:
                     loops.start_soon(self._cancel_on_stop, read_scope)
-                    await self._read_loop()
+                    await (self._read_loop() if self.reads else anyio.sleep_forever())
                 await self._drain(handlers)
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self.acker.flush()
@@ -168,7 +173,7 @@ class StreamConsumer:
                     self.group,
                     self.name,
                     {self.stream: ">"},
-                    count=min(self.settings.batch, self._free),
+                    count=min(self.settings.batch, self.slots.free),
                     block=self.settings.block_ms,
                 )
                 failures = 0
@@ -185,9 +190,7 @@ class StreamConsumer:
                 self._dispatch([Entry(self.stream, entry_id, fields) for entry_id, fields in rows])
 
     async def _wait_for_slot(self) -> None:
-        while self._free <= 0:
-            self._slot_freed = anyio.Event()
-            await self._slot_freed.wait()
+        await self.slots.wait()
 
     async def _redis_trouble(self, where: str, exc: Exception, failures: int) -> int:
         failures += 1
@@ -198,11 +201,15 @@ class StreamConsumer:
 
     # ---- handle ----------------------------------------------------------------------------
 
+    def feed(self, entries: list[Entry]) -> None:
+        """Entries of this stream claimed for this consumer by another reader."""
+        self._dispatch(entries)
+
     def _dispatch(self, entries: list[Entry]) -> None:
         entries = [entry for entry in entries if entry.id not in self._inflight]
         if not entries:
             return
-        self._free -= len(entries)
+        self.slots.take(len(entries))
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._inflight.update(entry.id for entry in entries)
         if self.batch_handler is not None:
@@ -254,8 +261,7 @@ class StreamConsumer:
     def _release(self, ids: Iterable[str]) -> None:
         before = len(self._inflight)
         self._inflight.difference_update(ids)
-        self._free += before - len(self._inflight)
-        self._slot_freed.set()
+        self.slots.give(before - len(self._inflight))
         if not self._inflight:
             self._idle.set()
 
@@ -351,8 +357,8 @@ class StreamConsumer:
 
     async def _reclaim_once(self) -> None:
         cursor = "0-0"
-        while self._free > 0:
-            cursor, entries = await self.member.autoclaim(cursor, self._free)
+        while self.slots.free > 0:
+            cursor, entries = await self.member.autoclaim(cursor, self.slots.free)
             for entry in entries:
                 if entry.id in self._inflight:
                     continue

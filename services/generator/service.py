@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services import httpserver
-from services.consumer import StreamConsumer
+from services.consumer.priority import PriorityConsumer
 from services.generator.gang import Gang
 from services.generator.images import ImageLoader
 from services.generator.settings import GeneratorSettings
@@ -49,10 +49,11 @@ class GeneratorService:
             max_attempts=served.max_attempts,
             backoff_base_s=settings.backoff_base_s,
         )
-        self.consumer = StreamConsumer(
+        # One queue over the task's priority streams (services.consumer.priority for the rule).
+        self.consumer = PriorityConsumer(
             redis,
             keys,
-            keys.jobs(served.name),
+            keys.job_streams(served.name),
             GENERATOR_GROUP,
             self.name,
             self.runner.handle,

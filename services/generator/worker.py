@@ -20,6 +20,7 @@ from services.generator.gang import Gang, JobCancelled
 from services.generator.images import ImageLoader
 from services.generator.storage import Storage
 from services.keys import Keys
+from services.queueinfo import record_run
 from services.tasks import TaskStore
 
 log = structlog.get_logger("wan22.generator")
@@ -82,6 +83,8 @@ class JobRunner:
         )
         fields = {"video_url": video_url, "poster_url": poster_url, "progress": 100.0, "error": ""} | video
         first = await self.tasks.finish(event, fields)
+        if first:
+            await record_run(self.redis, self.keys, job.task, duration_s)
         metrics.JOBS.labels(job.task, "completed").inc()
         metrics.JOB_SECONDS.labels(job.task).observe(duration_s)
         if result.get("steps"):
@@ -126,6 +129,6 @@ class JobRunner:
         event = Failed(task_id=entry.task_id, error=error, attempts=attempts, error_type=reason)
         if entry.task_id:
             await self.tasks.finish(event, {"error": error, "attempts": attempts})
-        task = entry.fields.get("task", "") or entry.stream.rsplit(":", 1)[-1]
+        task = entry.fields.get("task", "") or self.keys.task_of(entry.stream)
         metrics.JOBS.labels(task, "failed").inc()
         log.error("job.failed", error=error, attempts=attempts, reason=reason)

@@ -20,6 +20,7 @@ from services.ingest.generate import GenerateEndpoint, GenerateFirst
 from services.ingest.openapi import openapi_document
 from services.ingest.sse import task_events
 from services.keys import Keys
+from services.queueinfo import QueueEstimator
 
 _json = msgspec.json.Encoder()
 
@@ -29,8 +30,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class Api:
-    def __init__(self, redis: Redis, keys: Keys, door: Door, tokens: frozenset[str], max_body: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, door: Door, tokens: frozenset[str], max_body: int, lease_ms: int = 30_000
+    ) -> None:
         self.redis, self.keys, self.door, self.tokens, self.max_body = redis, keys, door, tokens, max_body
+        self.queue = QueueEstimator(redis, keys, lease_ms)
         self.generate = GenerateEndpoint(self)
 
     def routes(self) -> list[Route]:
@@ -64,6 +68,7 @@ class Api:
         state = await self.door.tasks.get(request.path_params["task_id"])
         if state is None:
             raise ApiError(404, "no such task", "task_id", "not_found")
+        state.queue = await self.queue(state)
         return json_response(state)
 
     async def cancel_task(self, request: Request) -> Response:
@@ -81,7 +86,7 @@ class Api:
         task_id = request.path_params["task_id"]
         if not await self.redis.exists(self.keys.task(task_id)):
             raise ApiError(404, "no such task", "task_id", "not_found")
-        stream = task_events(self.redis, self.keys, task_id)
+        stream = task_events(self.redis, self.keys, task_id, self.queue)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 

@@ -11,6 +11,7 @@ from services.ingest.api import Api, build_app
 from services.ingest.backpressure import LagMonitor
 from services.ingest.dashboard import Dashboard
 from services.ingest.door import Door
+from services.ingest.expiry import expire_loop
 from services.ingest.normalize import Normalizer
 from services.ingest.settings import IngestSettings
 from services.ingest.stream_door import StreamDoor
@@ -42,7 +43,7 @@ class IngestService:
             consumer_settings,
             batch_handler=stream_door.handle_batch,
         )
-        self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes)
+        self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes, settings.lease_ms)
         dashboard = Dashboard(self.api, redis, keys, models.names, settings.storage, settings.lease_ms)
         self.app = build_app(self.api, dashboard.routes())
         self._server: httpserver.Server | None = None
@@ -52,6 +53,7 @@ class IngestService:
         http_done = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.lag.run)
+            tg.start_soon(expire_loop, self.tasks)
             if http:
                 tg.start_soon(self.door.run)
                 self._server = httpserver.server(self.app, self.settings.http_host, self.settings.http_port)

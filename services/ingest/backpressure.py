@@ -34,7 +34,7 @@ class LagMonitor:
 
     async def refresh(self) -> None:
         for task in self.tasks:
-            self.lag[task] = await queue_lag(self.redis, self.keys.jobs(task))
+            self.lag[task] = sum([await queue_lag(self.redis, stream) for stream in self.keys.job_streams(task)])
             metrics.QUEUE_LAG.labels(task).set(self.lag[task])
 
     async def run(self) -> None:

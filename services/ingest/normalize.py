@@ -29,6 +29,7 @@ class Normalizer:
         preset = served.preset
         width, height = _size(request.size, preset)
         low, high = _guidance(request.guide_scale, preset)
+        created_at = now()
         return Job(
             task_id=request.task_id or secrets.token_hex(16),  # a uuid4's randomness, without the object
             task=request.task,
@@ -48,7 +49,9 @@ class Normalizer:
             metadata=request.metadata or {},
             max_attempts=request.max_attempts or served.max_attempts,
             request_id=request_id,
-            created_at=now(),
+            created_at=created_at,
+            priority=request.priority or "normal",
+            deadline_at=created_at + request.deadline_s if request.deadline_s else 0.0,
         )
 
     def _webhook(self, url: str | None) -> str | None:

@@ -45,14 +45,18 @@ def test_keda_watches_the_job_stream_of_its_generators_task(rendered: Rendered):
         keys = Keys(prefix=env_sources(rendered, container)["WAN22_PREFIX"])
         spec = scaled["spec"]
         assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 1 and spec["cooldownPeriod"] > 0
-        waiting, running = spec["triggers"]
-        for trigger in (waiting, running):
-            assert trigger["type"] == "redis-streams"
-            assert trigger["metadata"]["stream"] == keys.jobs(task)
-            assert trigger["metadata"]["consumerGroup"] == GENERATOR_GROUP
-            assert trigger["metadata"].get("enableTLS", "false") == ("true" if rendered.overlay == "prod" else "false")
-        assert int(waiting["metadata"]["lagCount"]) >= 1 and int(waiting["metadata"]["activationLagCount"]) >= 0
-        assert int(running["metadata"]["pendingEntriesCount"]) >= 1
+        triggers = spec["triggers"]
+        # Every priority stream of the task, each with a waiting (lag) and a running (pending) trigger.
+        assert [t["metadata"]["stream"] for t in triggers[::2]] == keys.job_streams(task)
+        for waiting, running in zip(triggers[::2], triggers[1::2], strict=True):
+            for trigger in (waiting, running):
+                assert trigger["type"] == "redis-streams"
+                assert trigger["metadata"]["stream"] == waiting["metadata"]["stream"]
+                assert trigger["metadata"]["consumerGroup"] == GENERATOR_GROUP
+                tls = trigger["metadata"].get("enableTLS", "false")
+                assert tls == ("true" if rendered.overlay == "prod" else "false")
+            assert int(waiting["metadata"]["lagCount"]) >= 1 and int(waiting["metadata"]["activationLagCount"]) >= 0
+            assert int(running["metadata"]["pendingEntriesCount"]) >= 1
     for auth in rendered.of_kind("TriggerAuthentication"):
         assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"address", "username", "password"}
 

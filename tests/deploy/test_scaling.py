@@ -9,11 +9,12 @@ KEDA's `redis-streams` scaler (pkg/scalers/redis_streams_scaler.go), as deployed
 KEDA scales to 0 when no trigger is active (after cooldownPeriod), otherwise the HPA sets
 max over triggers of ceil(value / target), at least 1, at most maxReplicaCount.
 
-The generator pool is played by the project's StreamConsumer (one job at a time, as a generator):
-jobs are added before the group exists, claimed, failed, retried, dead-lettered, replayed, handed
-back by a drained consumer, reclaimed and trimmed, while a controller applies the replica count
-the metric implies. At every observation: the lag is never NULL and equals the undelivered
-entries, and the replica count is never 0 while a job waits or runs.
+The generator pool is played by the project's PriorityConsumer over the task's three priority
+streams (one job at a time, as a generator): jobs are added before the groups exist, claimed,
+failed, retried, dead-lettered, replayed, handed back by a drained consumer, reclaimed and trimmed,
+on every priority, while a controller applies the replica count the six triggers imply. At every
+observation: no stream's lag is NULL, each equals its undelivered entries, and the replica count is
+never 0 while a job waits or runs on any priority.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 import anyio
 from redis.exceptions import ResponseError
 
-from services.consumer import ConsumerSettings, Entry, StreamConsumer, list_dead, replay, trim_stream
+from services.consumer import ConsumerSettings, Entry, list_dead, replay, trim_stream
 from services.consumer.deadletter import REPLAY_FIELD
+from services.consumer.priority import PriorityConsumer
 from services.keys import GENERATOR_GROUP, Keys
 from tests.deploy.manifests import Rendered
 
@@ -42,6 +44,7 @@ class Trigger:
     mode: str  # "lag" or "pending"
     target: int
     activation: int
+    stream: str = ""
 
 
 def triggers_of(scaled: dict) -> list[Trigger]:
@@ -49,9 +52,10 @@ def triggers_of(scaled: dict) -> list[Trigger]:
     for trigger in scaled["spec"]["triggers"]:
         meta = trigger["metadata"]
         if "lagCount" in meta:
-            triggers.append(Trigger("lag", int(meta["lagCount"]), int(meta.get("activationLagCount", 0))))
+            lag = Trigger("lag", int(meta["lagCount"]), int(meta.get("activationLagCount", 0)), meta["stream"])
+            triggers.append(lag)
         else:
-            triggers.append(Trigger("pending", int(meta["pendingEntriesCount"]), 0))
+            triggers.append(Trigger("pending", int(meta["pendingEntriesCount"]), 0, meta["stream"]))
     return triggers
 
 
@@ -82,9 +86,14 @@ def _id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def keda_replicas(snap: Snapshot, triggers: list[Trigger], max_replicas: int) -> int:
-    values = {"lag": snap.lag or 0, "pending": snap.pending}  # a NULL lag reads as 0
-    counted = [(t, values[t.mode]) for t in triggers if values[t.mode] is not None]
+def keda_replicas(snaps: Snapshot | dict[str, Snapshot], triggers: list[Trigger], max_replicas: int) -> int:
+    """Snapshots by stream (or one for every trigger)."""
+
+    def value(trigger: Trigger) -> int | None:
+        snap = snaps if isinstance(snaps, Snapshot) else snaps[trigger.stream]
+        return snap.lag or 0 if trigger.mode == "lag" else snap.pending  # a NULL lag reads as 0
+
+    counted = [(t, value(t)) for t in triggers if value(t) is not None]
     if not any(value > t.activation for t, value in counted):
         return 0
     return min(max_replicas, max(1, *(math.ceil(value / t.target) for t, value in counted)))
@@ -92,13 +101,13 @@ def keda_replicas(snap: Snapshot, triggers: list[Trigger], max_replicas: int) ->
 
 @dataclass
 class Pool:
-    """The generator Deployment: each replica a StreamConsumer that runs one job at a time."""
+    """The generator Deployment: each replica a PriorityConsumer that runs one job at a time."""
 
     redis: object
     keys: Keys
-    stream: str
+    streams: list[str]  # highest priority first
     tg: anyio.abc.TaskGroup
-    consumers: list[StreamConsumer] = field(default_factory=list)
+    consumers: list[PriorityConsumer] = field(default_factory=list)
     started: int = 0
 
     async def handle(self, entry: Entry) -> None:
@@ -116,7 +125,7 @@ class Pool:
         while len(self.consumers) < replicas:
             self.started += 1
             name = f"generator-{self.started}"
-            consumer = StreamConsumer(self.redis, self.keys, self.stream, GENERATOR_GROUP, name, self.handle, POOL)
+            consumer = PriorityConsumer(self.redis, self.keys, self.streams, GENERATOR_GROUP, name, self.handle, POOL)
             self.consumers.append(consumer)
             self.tg.start_soon(consumer.run)
         while len(self.consumers) > replicas:
@@ -134,9 +143,9 @@ class Autoscaler:
     async def run(self) -> None:
         quiet_since = None
         while True:
-            snap = await snapshot(self.pool.redis, self.pool.stream, GENERATOR_GROUP)
-            replicas = keda_replicas(snap, self.triggers, self.max_replicas)
-            self.check(snap, replicas)
+            snaps = {s: await snapshot(self.pool.redis, s, GENERATOR_GROUP) for s in self.pool.streams}
+            replicas = keda_replicas(snaps, self.triggers, self.max_replicas)
+            self.check(snaps, replicas)
             self.history.append(replicas)
             if replicas == 0 and self.pool.consumers:  # KEDA waits cooldownPeriod before 1 → 0
                 quiet_since = quiet_since or time.monotonic()
@@ -146,14 +155,16 @@ class Autoscaler:
             self.pool.scale_to(replicas)
             await anyio.sleep(TICK_S)
 
-    def check(self, snap: Snapshot, replicas: int) -> None:
-        assert snap.lag is not None, "lag is NULL: KEDA would read 0"
-        assert snap.lag == snap.undelivered, "lag differs from the undelivered entries"
+    def check(self, snaps: dict[str, Snapshot], replicas: int) -> None:
+        for stream, snap in snaps.items():
+            assert snap.lag is not None, f"{stream}: lag is NULL: KEDA would read 0"
+            assert snap.lag == snap.undelivered, f"{stream}: lag differs from the undelivered entries"
         assert 0 <= replicas <= self.max_replicas
-        if snap.undelivered or snap.in_flight:
-            assert replicas >= 1, f"scaled to zero with work: {snap}"
+        if any(snap.undelivered or snap.in_flight for snap in snaps.values()):
+            assert replicas >= 1, f"scaled to zero with work: {snaps}"
         lag_only = [t for t in self.triggers if t.mode == "lag"]
-        if snap.in_flight and keda_replicas(snap, lag_only, self.max_replicas) == 0:
+        in_flight = any(snap.in_flight for snap in snaps.values())
+        if in_flight and keda_replicas(snaps, lag_only, self.max_replicas) == 0:
             self.lag_only_zero_with_work += 1
 
 
@@ -176,9 +187,11 @@ async def test_replicas_follow_the_queue_from_zero_to_n_and_back(prod: Rendered,
     scaled = max(prod.of_kind("ScaledObject"), key=lambda s: s["spec"]["maxReplicaCount"])
     triggers, max_replicas = triggers_of(scaled), scaled["spec"]["maxReplicaCount"]
     assert {t.mode for t in triggers} == {"lag", "pending"} and max_replicas >= 2
-    stream = scaled["spec"]["triggers"][0]["metadata"]["stream"]
-    keys = Keys(prefix=stream.split(":")[0])
-    assert stream == keys.jobs(stream.split(":")[-1])
+    normal = scaled["spec"]["triggers"][2]["metadata"]["stream"]
+    keys, task = Keys(prefix=normal.split(":")[0]), normal.split(":", 2)[-1]
+    streams = keys.job_streams(task)
+    assert [t.stream for t in triggers] == [s for s in streams for _ in ("lag", "pending")], "every priority"
+    high, low = keys.jobs(task, "high"), keys.jobs(task, "low")
 
     def finished(count: int):
         async def check() -> bool:
@@ -188,39 +201,44 @@ async def test_replicas_follow_the_queue_from_zero_to_n_and_back(prod: Rendered,
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            pool = Pool(redis, keys, stream, tg)
+            pool = Pool(redis, keys, streams, tg)
             autoscaler = Autoscaler(pool, triggers, max_replicas)
             tg.start_soon(autoscaler.run)
             await anyio.sleep(5 * TICK_S)  # no stream yet: 0
 
             # Jobs before any generator ever ran: no group, KEDA reads XLEN and scales from zero.
-            await add_jobs(redis, stream, ["ok"] * 4 + ["always"] * 2 + ["once"])
+            await add_jobs(redis, normal, ["ok"] * 4 + ["always"] * 2 + ["once"])
+            await add_jobs(redis, high, ["ok"])
             await wait_until(lambda: _dead_count(redis, keys, 2))
             for dlq_id, _ in await list_dead(redis, keys):
                 assert await replay(redis, keys, dlq_id)  # back on the stream, a new entry: lag + 1
-            await wait_until(finished(7))
+            await wait_until(finished(8))
             climbed = max(autoscaler.history)
 
-            # A drain (scale-in, node drain) in the middle of a long job: it is handed back, pending
-            # with lag 0. The pending trigger keeps a generator for it, which reclaims and finishes it.
-            await add_jobs(redis, stream, ["slow"])
-            await wait_until(lambda: _claimed(redis, stream))
+            # A low job alone scales from zero; a drain (scale-in, node drain) in the middle of it
+            # hands it back, pending with lag 0. The pending trigger of the low stream keeps a
+            # generator for it, which reclaims and finishes it.
+            await add_jobs(redis, low, ["slow"])
+            await wait_until(lambda: _claimed(redis, low))
             pool.consumers.pop().stop()
-            await wait_until(finished(8))
+            await wait_until(finished(9))
 
-            # Later work finds the group: lag mode proper.
-            await add_jobs(redis, stream, ["ok"] * 3)
-            await wait_until(finished(11))
+            # Later work finds the groups: lag mode proper, on every priority.
+            await add_jobs(redis, high, ["ok"])
+            await add_jobs(redis, low, ["ok"])
+            await add_jobs(redis, normal, ["ok"])
+            await wait_until(finished(12))
             tg.cancel_scope.cancel()
 
     assert autoscaler.history[0] == 0 and autoscaler.history[-1] == 0
     assert climbed == min(7, max_replicas), "7 waiting jobs ask for 7 generators, up to maxReplicaCount"
     assert autoscaler.lag_only_zero_with_work > 0, "the lag alone would have scaled running jobs to zero"
     assert await redis.xlen(keys.dlq) == 0
-    assert await trim_stream(redis, stream, retain_s=0) >= 0
-    assert await redis.xlen(stream) < 11 + 2, "acked entries were trimmed"
-    (group,) = await redis.xinfo_groups(stream)
-    assert group["lag"] == 0 and group["pending"] == 0
+    for stream in streams:
+        assert await trim_stream(redis, stream, retain_s=0) >= 0
+        (group,) = await redis.xinfo_groups(stream)
+        assert group["lag"] == 0 and group["pending"] == 0
+    assert await redis.xlen(normal) < 8 + 2, "acked entries were trimmed"
 
 
 async def _dead_count(redis, keys: Keys, count: int) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from services.contracts import Cancelled, Completed, Job, TaskState, now, state_to_hash
-from services.keys import Keys
+import anyio
+
+from services.consumer import Entry, dead_letter
+from services.contracts import Cancelled, Completed, Failed, Job, TaskState, event_decoder, now, state_to_hash
+from services.keys import GENERATOR_GROUP, Keys
 from services.tasks import TaskStore
 
 KEYS = Keys()
@@ -74,5 +77,64 @@ async def test_accepted_hash_is_the_queued_task_state(redis):
         metadata={"user": "u1"},
         created_at=at,
         updated_at=at,
+        priority="normal",
+        queue_entry=raw["queue_entry"],
     )
+    [(entry_id, _)] = await redis.xrange(KEYS.jobs("demo"))
+    assert raw["queue_entry"] == entry_id
     assert raw == {k: v for k, v in state_to_hash(expected).items() if k != "task_id"}
+
+
+async def _terminal_events(redis, task_id: str) -> list[dict]:
+    rows = await redis.xrange(KEYS.events)
+    return [f for _, f in rows if f["task_id"] == task_id and f["type"] != "accepted"]
+
+
+async def test_a_queued_task_past_its_deadline_expires_once_and_is_never_claimed(redis):
+    store = TaskStore(redis, KEYS)
+    late, later, running = job("late"), job("later"), job("running")
+    late.deadline_at = running.deadline_at = now() - 1
+    later.deadline_at = now() + 3600
+    await store.accept_many([(late, None), (later, None), (running, None)], 60)
+    assert await store.claim("running", 1, "w") == "failed", "claimed past its deadline: expired, not run"
+    assert await store.expire_due() == ["late"]
+    assert await store.expire_due() == []
+    assert await store.claim("late", 1, "w") == "failed"
+    assert await redis.zrange(KEYS.deadlines, 0, -1) == ["later"]
+    for task_id in ("late", "running"):
+        state = await store.get(task_id)
+        assert state is not None and state.status == "failed" and state.error.startswith("expired")
+        [event] = await _terminal_events(redis, task_id)
+        assert event["type"] == "failed"
+        failed = event_decoder.decode(event["payload"])
+        assert isinstance(failed, Failed) and failed.error_type == "expired" and failed.attempts == 0
+    assert await store.claim("later", 1, "w") == "running"
+    assert await store.expire_due() == []
+
+
+async def test_a_started_task_is_not_expired(redis):
+    store = TaskStore(redis, KEYS)
+    started = job("s")
+    started.deadline_at = now() + 0.05
+    await store.accept(started, None, 60)
+    assert await store.claim("s", 1, "w") == "running"
+    await anyio.sleep(0.1)
+    assert await store.expire_due() == []
+    assert await redis.zcard(KEYS.deadlines) == 0, "no longer queued: it leaves the set"
+    assert (await store.get("s")).status == "running"
+    assert await _terminal_events(redis, "s") == []
+
+
+async def test_a_replayed_dead_letter_runs_however_late(redis):
+    store = TaskStore(redis, KEYS)
+    late = job("r")
+    late.deadline_at = now() + 0.05
+    await store.accept(late, None, 60)
+    assert await store.claim("r", 1, "w") == "running"
+    [(entry_id, fields)] = await redis.xrange(KEYS.jobs("demo"))
+    await store.finish(Failed(task_id="r", error="boom"), {"error": "boom"})
+    entry = Entry(KEYS.jobs("demo"), entry_id, fields)
+    dlq_id = await dead_letter(redis, KEYS, GENERATOR_GROUP, entry, [], "exhausted")
+    await anyio.sleep(0.1)  # past the deadline
+    assert await store.replay_dead(dlq_id)
+    assert await store.claim("r", 1, "w") == "running", "an operator's replay is not expired"

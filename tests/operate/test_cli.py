@@ -106,13 +106,17 @@ async def test_watch_and_submit_wait_follow_until_terminal(redis, redis_url, ing
 async def test_groups_json_matches_xinfo(redis, redis_url, ingest_url):
     for prompt in ("a", "b", "c"):
         assert (await run_cli(redis_url, "submit", "--task", "demo", "--prompt", prompt)).returncode == 0
-    await ensure_group(redis, KEYS.jobs("demo"), GENERATOR_GROUP)
+    high = await run_cli(redis_url, "submit", "--task", "demo", "--prompt", "h", "--priority", "high")
+    assert high.returncode == 0, high.stderr
+    for stream in KEYS.job_streams("demo"):
+        await ensure_group(redis, stream, GENERATOR_GROUP)
     await redis.xreadgroup(GENERATOR_GROUP, "gpu-1", {KEYS.jobs("demo"): ">"}, count=1)
     done = await run_cli(redis_url, "groups", "--json")
     assert done.returncode == 0, done.stderr
     snap = json.loads(done.stdout)
     by_stream = {s["stream"]: s for s in snap["streams"]}
-    for stream, group in ((KEYS.jobs("demo"), GENERATOR_GROUP), (KEYS.requests, INGEST_GROUP)):
+    watched = [(stream, GENERATOR_GROUP) for stream in KEYS.job_streams("demo")] + [(KEYS.requests, INGEST_GROUP)]
+    for stream, group in watched:
         [xinfo] = [g for g in await redis.xinfo_groups(stream) if g["name"] == group]
         [shown] = [g for g in by_stream[stream]["groups"] if g["group"] == group]
         assert (shown["lag"], shown["pending"], shown["last_delivered_id"]) == (
@@ -125,8 +129,10 @@ async def test_groups_json_matches_xinfo(redis, redis_url, ingest_url):
         assert {c["name"]: c["pending"] for c in shown["consumers"]} == consumers
     jobs = next(g for g in by_stream[KEYS.jobs("demo")]["groups"])
     assert jobs["lag"] == 2 and jobs["pending"] == 1 and jobs["oldest_pending_ms"] >= 0
+    assert [g["lag"] for g in by_stream[KEYS.jobs("demo", "high")]["groups"]] == [1]
     text = await run_cli(redis_url, "groups")
     assert "wan22:jobs:demo" in text.stdout and "gpu-1(1" in text.stdout
+    assert "wan22:jobs:demo:high" in text.stdout and "wan22:jobs:demo:low" in text.stdout
 
 
 async def test_dlq_list_show_replay_purge(redis, redis_url):

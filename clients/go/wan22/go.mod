@@ -1,0 +1,3 @@
+module wan22serve/clients/go/wan22
+
+go 1.19
