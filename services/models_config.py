@@ -24,6 +24,7 @@ import msgspec
 
 from services.settings import SettingsError
 from wan.presets import PRESETS, TaskPreset, derive_preset
+from wan.speedups import LoraSpec, Speedups, StepCacheSpec
 
 
 class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
@@ -38,6 +39,15 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     vae_tiling: bool = False
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_attempts: int = 3
+    # Speed options (wan.speedups; docs/performance.md): all off by default.
+    loras: tuple[LoraSpec, ...] = ()
+    step_cache: StepCacheSpec | None = None
+    compile_blocks: bool = False
+    fp8: bool = False
+
+    @property
+    def speedups(self) -> Speedups:
+        return Speedups(loras=self.loras, step_cache=self.step_cache, compile_blocks=self.compile_blocks, fp8=self.fp8)
 
 
 _SERVING_FIELDS = {f.name for f in msgspec.structs.fields(ServedTask)} - {"name", "preset"}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from wan import accel
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
@@ -32,6 +33,7 @@ from wan.parallel import (
 )
 from wan.presets import TaskPreset, check_frame_num
 from wan.spec import ModelSpec, check_against_preset
+from wan.speedups import Speedups
 
 __all__ = ["Cancelled", "GenerationInput", "ParallelContext", "StepInfo", "WanModel"]
 
@@ -57,6 +59,7 @@ class WanModel:
         dtype: torch.dtype | None = None,
         attention_backend: str | None = None,
         vae_tiling: bool = False,
+        speedups: Speedups | None = None,
     ) -> WanModel:
         """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
         caller has already initialised torch.distributed; every rank calls this."""
@@ -77,7 +80,10 @@ class WanModel:
             vae_device=device,
         )
         check_against_preset(ModelSpec.of(comps), preset)
+        speedups = speedups or Speedups()
+        accel.before_shard(comps, speedups, parallel)  # LoRA fuse, FP8
         deg = _shard(comps, parallel, attention_backend)
+        accel.after_shard(comps, speedups)  # step cache, regional compile
         if vae_tiling:
             comps.vae.enable_tiling()
         return cls(preset, comps, parallel, deg)
@@ -98,6 +104,7 @@ class WanModel:
             raise Cancelled(0, inp.sample_steps)
         pipe = self._pipes["i2v" if inp.image is not None else "t2v"]
         pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
+        accel.before_job(self._comps)
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
         with torch.no_grad():
             latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
@@ -212,7 +219,9 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
 
 def _build_pipelines(comps: Components, preset: TaskPreset) -> dict[str, Any]:
     """The diffusers pipelines over the shared resident modules: t2v for prompts, i2v for images."""
-    from diffusers import WanImageToVideoPipeline, WanPipeline
+    # Per-expert guidance: a guidance of 1.0 skips the unconditional pass (wan.guidance).
+    from wan.guidance import GuidedWanImageToVideoPipeline as WanImageToVideoPipeline
+    from wan.guidance import GuidedWanPipeline as WanPipeline
 
     common = dict(
         tokenizer=comps.tokenizer,

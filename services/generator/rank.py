@@ -77,6 +77,7 @@ class RankWorker:
             parallel=parallel,
             attention_backend=served.attention_backend,
             vae_tiling=served.vae_tiling,
+            speedups=served.speedups,
         )
         return time.perf_counter() - started
 
