@@ -26,6 +26,8 @@ def cache_config(spec: StepCacheSpec, dtype: torch.dtype) -> Any:
         disable_cache_before_step=spec.warmup_steps,
         max_order=spec.max_order,
         taylor_factors_dtype=dtype,
+        # diffusers' default patterns end in "attn" and miss Wan's attn1 / attn2: name the modules.
+        cache_identifiers=[r"blocks\.\d+\.(attn1|attn2|ffn)"],
     )
 
 
