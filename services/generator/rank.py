@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -38,6 +39,7 @@ class RankWorker:
         self.device = "cpu"
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None
         self._encoded: dict[str, Future[dict[str, Any]]] = {}
+        self._encoded_lock = threading.Lock()  # run and collect are called on different threads
 
     def identity(self) -> dict[str, Any]:
         """Where this rank runs: rank 0's address and a free port are the rendezvous point."""
@@ -120,9 +122,10 @@ class RankWorker:
             frames = self.model.generate(inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel)
         denoise_s = time.perf_counter() - started
         key = f"{job.task_id}:{attempt}"
-        while len(self._encoded) >= MAX_UNCOLLECTED:
-            self._encoded.pop(next(iter(self._encoded)))
-        self._encoded[key] = self._encoder.submit(_encode, frames, job.fps)
+        with self._encoded_lock:
+            while len(self._encoded) >= MAX_UNCOLLECTED:
+                self._encoded.pop(next(iter(self._encoded)))
+            self._encoded[key] = self._encoder.submit(_encode, frames, job.fps)
         return {
             "collect": key,
             "frames": int(frames.shape[0]),
@@ -134,7 +137,8 @@ class RankWorker:
 
     def collect(self, key: str) -> dict[str, Any]:
         """The encoded video and poster of a job `run` finished (waits for its encoding)."""
-        future = self._encoded.pop(key, None)
+        with self._encoded_lock:
+            future = self._encoded.pop(key, None)
         if future is None:
             raise KeyError(f"no encoded video for {key} on this rank (the gang was rebuilt?)")
         return future.result()

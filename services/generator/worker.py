@@ -82,9 +82,12 @@ class JobRunner:
         async def put(name: str, key: str, content_type: str) -> None:
             urls[name] = await self.storage.put(f"{job.task_id}/{key}", result[name], content_type)
 
-        async with anyio.create_task_group() as uploads:  # both at once
-            uploads.start_soon(put, "video", "video.mp4", "video/mp4")
-            uploads.start_soon(put, "poster", "poster.jpg", "image/jpeg")
+        try:
+            async with anyio.create_task_group() as uploads:  # both at once
+                uploads.start_soon(put, "video", "video.mp4", "video/mp4")
+                uploads.start_soon(put, "poster", "poster.jpg", "image/jpeg")
+        except ExceptionGroup as group:  # the storage's own error, as the retry record shows it
+            raise group.exceptions[0] from None
         video_url, poster_url = urls["video"], urls["poster"]
         event = Completed(
             task_id=job.task_id,
