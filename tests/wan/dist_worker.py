@@ -17,6 +17,7 @@ from tests.wan.support import tiny_input, tiny_preset
 from wan.cli_generate import rank_main
 from wan.distributed import destroy_group, init_group
 from wan.model import Cancelled, WanModel
+from wan.speedups import Speedups, StepCacheSpec
 
 
 def run(rank: int, world_size: int, port: int, payload: dict) -> None:
@@ -36,6 +37,7 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
         inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
         _save(out, "ti2v", rank, ti2v.generate(inp), {})
         _cancel(model, out, rank)
+        _taylorseer(root, out, rank, ctx)
     finally:
         destroy_group()
     # Then the `wan22 generate --world-size 2` rank code, with its own process group.
@@ -73,3 +75,12 @@ def _cancel(model: WanModel, out: Path, rank: int) -> None:
     finally:
         handle.remove()
     _save(out, "cancel", rank, None, {"steps": steps, "cancelled_at": cancelled_at, "decodes": len(decodes)})
+
+
+TAYLORSEER = Speedups(step_cache=StepCacheSpec(kind="taylorseer", interval=2, warmup_steps=2))
+
+
+def _taylorseer(root: Path, out: Path, rank: int, ctx) -> None:
+    # The step cache's fixed schedule: every rank skips the same steps, so no collective is missed.
+    model = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx, speedups=TAYLORSEER)
+    _save(out, "t2v_taylorseer", rank, model.generate(tiny_input("t2v-A14B", sample_steps=8)), {})

@@ -62,3 +62,17 @@ def test_unsplittable_token_count_is_refused_on_every_rank(two_ranks: Path) -> N
     assert all("does not divide by the 2 sequence-parallel ranks" in error for error in errors)
     # The ranks went on to run the ti2v and cancel scenarios, so nobody was left in a collective.
     assert (two_ranks / "ti2v.npy").is_file()
+
+
+def test_taylorseer_step_cache_over_two_ranks_matches_one(two_ranks: Path, tiny_root: Path) -> None:
+    from tests.wan.dist_worker import TAYLORSEER
+    from tests.wan.support import tiny_preset
+    from wan.model import WanModel
+
+    model = WanModel.load(tiny_root / "t2v-A14B", tiny_preset("t2v-A14B"), speedups=TAYLORSEER)
+    reference = model.generate(tiny_input("t2v-A14B", sample_steps=8))
+    np.testing.assert_allclose(np.load(two_ranks / "t2v_taylorseer.npy"), reference, rtol=0, atol=1e-5)
+    uncached = WanModel.load(tiny_root / "t2v-A14B", tiny_preset("t2v-A14B")).generate(
+        tiny_input("t2v-A14B", sample_steps=8)
+    )
+    assert np.abs(reference - uncached).max() > 1e-5  # the cache did skip work
