@@ -62,6 +62,11 @@ class Speedups(msgspec.Struct, frozen=True, kw_only=True):
         for lora in self.loras:
             if experts == 1 and lora.expert != "both":
                 raise ValueError(f"LoRA {lora.path}: expert {lora.expert!r} needs a two-expert (A14B) model")
+        if self.compile_blocks and world_size > 1:
+            raise ValueError(
+                "compile_blocks needs world_size 1: diffusers' context-parallel hooks on the blocks do not "
+                "trace with torch.compile (dynamo: unsupported hasattr call)"
+            )
         cache = self.step_cache
         if cache is not None:
             if cache.kind == "first_block" and world_size > 1:

@@ -56,7 +56,10 @@ def test_fewer_block_evaluations_within_tolerance(
     assert runs_again == runs
 
 
-def test_first_block_cache_is_refused_over_several_ranks() -> None:
+def test_first_block_cache_and_compile_are_refused_over_several_ranks() -> None:
     with pytest.raises(ValueError, match="taylorseer"):
         Speedups(step_cache=StepCacheSpec(kind="first_block")).check(experts=2, world_size=2)
+    with pytest.raises(ValueError, match="compile_blocks needs world_size 1"):
+        Speedups(compile_blocks=True).check(experts=2, world_size=2)
+    Speedups(step_cache=StepCacheSpec(kind="taylorseer"), compile_blocks=True).check(experts=2, world_size=1)
     Speedups(step_cache=StepCacheSpec(kind="taylorseer")).check(experts=2, world_size=2)
