@@ -44,10 +44,17 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     step_cache: StepCacheSpec | None = None
     compile_blocks: bool = False
     fp8: bool = False
+    parallel_decode: bool = False
 
     @property
     def speedups(self) -> Speedups:
-        return Speedups(loras=self.loras, step_cache=self.step_cache, compile_blocks=self.compile_blocks, fp8=self.fp8)
+        return Speedups(
+            loras=self.loras,
+            step_cache=self.step_cache,
+            compile_blocks=self.compile_blocks,
+            fp8=self.fp8,
+            parallel_decode=self.parallel_decode,
+        )
 
 
 _SERVING_FIELDS = {f.name for f in msgspec.structs.fields(ServedTask)} - {"name", "preset"}

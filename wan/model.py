@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from wan import accel
+from wan.decode import decode_latents
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
@@ -48,6 +49,7 @@ class WanModel:
         self._comps = comps
         self._pipes = _build_pipelines(comps, preset)
         self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
+        self.speedups = Speedups()
 
     @classmethod
     def load(
@@ -86,7 +88,9 @@ class WanModel:
         accel.after_shard(comps, speedups)  # step cache, regional compile
         if vae_tiling:
             comps.vae.enable_tiling()
-        return cls(preset, comps, parallel, deg)
+        model = cls(preset, comps, parallel, deg)
+        model.speedups = speedups
+        return model
 
     def generate(
         self,
@@ -108,6 +112,9 @@ class WanModel:
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
         with torch.no_grad():
             latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
+            if self.speedups.parallel_decode:  # every rank decodes its share of the tiles
+                par = self.parallel
+                return decode_latents(pipe, self._comps.vae, latents, self.device, par.rank, par.world_size)
             if not self.parallel.is_main:
                 return None
             return self._decode(pipe, latents)

@@ -11,6 +11,7 @@
     step_cache = { kind = "first_block", threshold = 0.05 }
     compile_blocks = true
     fp8 = false
+    parallel_decode = true
 
 Every option is off by default except what is exact. What each one changes is in
 docs/performance.md.
@@ -56,6 +57,7 @@ class Speedups(msgspec.Struct, frozen=True, kw_only=True):
     step_cache: StepCacheSpec | None = None
     compile_blocks: bool = False  # regional torch.compile of the repeated transformer blocks
     fp8: bool = False  # FP8 weights and activations (torchao) on GPUs with compute capability >= 8.9
+    parallel_decode: bool = False  # the VAE's tiled decode, its tiles shared by every rank (wan.decode)
 
     def check(self, *, experts: int, world_size: int) -> None:
         """Refuse combinations that cannot work, with the reason (raised on every rank alike)."""
