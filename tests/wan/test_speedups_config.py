@@ -64,3 +64,19 @@ def test_bad_speedups_are_refused_at_start(tmp_path: Path, line: str) -> None:
 def test_fp8_is_refused_on_a_cpu_with_the_reason(tiny_root: Path) -> None:
     with pytest.raises(ValueError, match=r"fp8 needs a CUDA GPU with compute capability >= 8\.9.*cpu"):
         WanModel.load(tiny_root / "ti2v-5B", tiny_preset("ti2v-5B"), speedups=Speedups(fp8=True))
+
+
+def test_a_rank_loads_the_model_with_its_task_speedups(tiny_root: Path) -> None:
+    import msgspec
+
+    from services.generator.rank import RankWorker
+    from services.models_config import ServedTask
+
+    served = ServedTask(name="x", preset=tiny_preset("ti2v-5B"), ckpt_dir=str(tiny_root / "ti2v-5B"), fp8=True)
+    worker = RankWorker(1, 1, "redis://127.0.0.1:1/0", "wan22", 0)  # not rank 0: no Redis needed
+    with pytest.raises(ValueError, match="fp8 needs a CUDA GPU"):
+        worker.load(msgspec.msgpack.encode(served))
+    cached = msgspec.structs.replace(served, fp8=False, step_cache=StepCacheSpec(kind="taylorseer"))
+    worker.load(msgspec.msgpack.encode(cached))
+    assert worker.model.speedups == cached.speedups
+    assert worker.model.components.transformer.is_cache_enabled
