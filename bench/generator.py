@@ -2,9 +2,13 @@
 
 - dispatch gap: XADD of a job → its generate() call on rank 0 (and → its first step done);
 - idle gap: `completed` of one job → generate() of the next, for back-to-back queued jobs;
-- progress overhead: mean job run time with per-step progress on vs off, same jobs, same run.
+- progress overhead: mean job run time with per-step progress on vs off, same jobs, same run;
+- gang idle ÷ job time for back-to-back jobs whose uploads take --upload-delay s each (an S3
+  endpoint that is slow on purpose): pipelined (`WAN22_JOBS_IN_FLIGHT=2`, the default: encoding
+  and upload overlap the next job) against the sequential path (`1`), same jobs, same run.
 
-    python bench/generator.py [--jobs 50] [--world-size 2] [--steps 8]
+    python bench/generator.py [--jobs 50] [--world-size 2] [--steps 8] [--idle-only]
+                              [--idle-jobs 6] [--idle-steps 40] [--upload-delay 1.0]
 """
 
 from __future__ import annotations
@@ -61,14 +65,20 @@ def job(index: int, steps: int) -> Job:
     )
 
 
-def start_generator(env: dict[str, str], progress: bool, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_generator(
+    env: dict[str, str], progress: bool, log: Path, **extra: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    settings = env | {
-        "WAN22_METRICS_PORT": str(port),
-        "WAN22_METRICS_HOST": "127.0.0.1",
-        "WAN22_PROGRESS": "true" if progress else "false",
-        "WAN22_LOG_LEVEL": "warning",
-    }
+    settings = (
+        env
+        | extra
+        | {
+            "WAN22_METRICS_PORT": str(port),
+            "WAN22_METRICS_HOST": "127.0.0.1",
+            "WAN22_PROGRESS": "true" if progress else "false",
+            "WAN22_LOG_LEVEL": "warning",
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "generator"],
         env=os.environ | settings,
@@ -130,7 +140,63 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values) * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms   (n={len(values)})"
 
 
+def idle_fraction(spans: list[tuple[float, float]]) -> float:
+    """Gang idle time between back-to-back jobs over the run: generate() start (first step's time
+    less its elapsed) to the last step of each job, from rank 0's progress entries."""
+    spans = sorted(spans)
+    idle = sum(max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(spans))
+    return idle / (spans[-1][1] - spans[0][0])
+
+
+async def _spans(redis, task_ids: list[str]) -> list[tuple[float, float]]:
+    spans = []
+    for task_id in task_ids:
+        steps = [json.loads(f["payload"]) for _, f in await redis.xrange(KEYS.progress) if f["task_id"] == task_id]
+        spans.append((steps[0]["ts"] - steps[0]["elapsed_s"], steps[-1]["ts"]))
+    return spans
+
+
+async def measure_idle(redis_url: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> None:
+    from tests.s3_server import S3Server
+
+    s3 = S3Server(put_delay_s=args.upload_delay).start()
+    s3.client().create_bucket(Bucket="bench")
+    redis = connect(redis_url)
+    storage = {"WAN22_STORAGE": "s3://bench/out", "WAN22_S3_ENDPOINT_URL": s3.url}
+    figures = {}
+    try:
+        for in_flight in (1, 2):
+            proc, _ = start_generator(env | storage, progress=True, log=log, WAN22_JOBS_IN_FLIGHT=str(in_flight))
+            try:
+                await run_jobs(redis, [job(-3, 2)], spaced=True)  # warm-up
+                jobs = [job(i, args.idle_steps) for i in range(args.idle_jobs)]
+                timings = await run_jobs(redis, jobs, spaced=False)
+                spans = await _spans(redis, [j.task_id for j in jobs])
+            finally:
+                proc.terminate()
+                proc.wait()
+            denoise = statistics.mean(end - start for start, end in spans)
+            wall = max(t["completed_at"] for t in timings) - min(start for start, _ in spans)
+            figures[in_flight] = (idle_fraction(spans), denoise, wall)
+    finally:
+        await redis.aclose()
+        s3.stop()
+    print(f"back-to-back jobs, {args.idle_steps} steps, uploads of {args.upload_delay:g} s each:")
+    for in_flight, name in ((1, "sequential (1 job in flight)"), (2, "pipelined (2 jobs in flight)")):
+        idle, denoise, wall = figures[in_flight]
+        print(
+            f"  {name:<29} gang idle ÷ job time {100 * idle:5.1f} %   "
+            f"denoise {denoise:.2f} s/job   {args.idle_jobs} jobs in {wall:.1f} s"
+        )
+
+
 async def measure(redis_url: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> None:
+    if not args.idle_only:
+        await measure_latency(redis_url, env, args, log)
+    await measure_idle(redis_url, env, args, log)
+
+
+async def measure_latency(redis_url: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> None:
     redis = connect(redis_url)
     proc, _ = start_generator(env, progress=True, log=log)
     try:
@@ -169,6 +235,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--idle-only", action="store_true", help="only the gang idle figures")
+    parser.add_argument("--idle-jobs", type=int, default=6)
+    parser.add_argument("--idle-steps", type=int, default=40)
+    parser.add_argument("--upload-delay", type=float, default=1.0, help="seconds each upload takes")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wan22-bench-"))
     subprocess.run(

@@ -1,6 +1,7 @@
 """One A14B denoising step on a GPU: achieved TFLOP/s and MFU.
 
     python bench/gpu_step.py [--blocks 4] [--size 832*480] [--frames 81] [--iters 5] [--backend auto]
+                             [--options baseline,guidance1,compile,fp8,taylorseer | all]
 
 Builds a WanTransformer3DModel with Wan2.2-A14B dimensions (40 heads x 128, FFN 13824, 16 latent
 channels, 4096-d text) but only --blocks of its 40 blocks, in bf16 (the modules diffusers keeps in
@@ -9,6 +10,14 @@ fp32 stay fp32), at the 480P token count (832*480, 81 frames: 21 x 30 x 52 = 32,
 tries the attention backends that are installed and keeps the fastest. The FLOP count is the
 matmul work (projections, attention, FFN, text embedder); MFU divides by the card's dense bf16
 peak. Needs CUDA; `--smoke-cpu` runs the same code with tiny sizes on the CPU to check it.
+
+`--options` measures the speed options of docs/performance.md one at a time against `baseline`
+(the step above), each on a fresh model: `guidance1` (guidance 1.0: one forward per step),
+`compile` (regional torch.compile of the blocks, compile time excluded), `fp8` (torchao float8
+weights and activations; reported as refused where the card or torchao cannot), `taylorseer`
+(the step cache over --cache-steps steps, interval 2 after 2 full steps; its TFLOP/s and MFU are
+effective: a full step's FLOPs over the measured time). A LoRA is fused into the weights, so it
+costs nothing per step and has no row.
 """
 
 from __future__ import annotations
@@ -17,11 +26,15 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the wan package, as for the other benches
+
 A14B = dict(heads=40, head_dim=128, ffn=13824, channels=16, text_dim=4096, freq_dim=256)
 TEXT_TOKENS = 512
+OPTIONS = ("baseline", "guidance1", "compile", "fp8", "taylorseer")
 BACKENDS = ("_flash_3", "flash", "_native_cudnn", "_native_flash", "native")
 # Dense bf16 tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name().
 PEAKS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H800", 989.4),
@@ -103,14 +116,14 @@ def inputs(shape: Shape, device: torch.device, dtype: torch.dtype) -> dict[str, 
     }
 
 
-def step_seconds(model, batch: dict[str, torch.Tensor], iters: int, device: torch.device) -> float:
-    """Median wall time of one CFG step (two forwards)."""
+def step_seconds(model, batch: dict[str, torch.Tensor], iters: int, device: torch.device, forwards: int = 2) -> float:
+    """Median wall time of one CFG step (two forwards; one at guidance 1.0)."""
     times = []
     with torch.no_grad():
         for i in range(iters + 1):
             sync(device)
             started = time.perf_counter()
-            for _ in range(2):
+            for _ in range(forwards):
                 model(**batch, return_dict=False)
             sync(device)
             if i:  # the first run is warm-up
@@ -162,6 +175,8 @@ def main() -> int:
     parser.add_argument("--backend", default="auto", help=f"auto or one of {BACKENDS}")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not in the table")
     parser.add_argument("--smoke-cpu", action="store_true", help="tiny sizes on the CPU, to check the script")
+    parser.add_argument("--options", default="", help=f"comma-separated of {', '.join(OPTIONS)}, or all")
+    parser.add_argument("--cache-steps", type=int, default=8, help="steps per taylorseer measurement")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("*"))
     if args.smoke_cpu:
@@ -195,6 +210,11 @@ def run(shape: Shape, device: torch.device, dtype: torch.dtype, args: argparse.N
     print(f"extrapolated A14B step (40 blocks): {per_block * 40:.2f} s; 40-step job: {per_block * 40 * 40:.0f} s")
     peak = peak_tflops(device, args.peak_tflops)
     print(f"MFU: {100 * tflops / peak:.1f}% of {peak:.0f} TFLOP/s" if peak else "MFU: unknown peak (--peak-tflops)")
+    if args.options:
+        from gpu_options import run_options
+
+        del model
+        run_options(shape, device, dtype, args, backend, peak)
     return 0
 
 

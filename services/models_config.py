@@ -29,6 +29,7 @@ import msgspec
 
 from services.settings import SettingsError
 from wan.presets import PRESETS, TaskPreset, derive_preset
+from wan.speedups import LoraSpec, Speedups, StepCacheSpec
 
 
 class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
@@ -47,6 +48,22 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     offload: Literal["none", "experts", "model"] = "none"
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_attempts: int = 3
+    # Speed options (wan.speedups; docs/performance.md): all off by default.
+    loras: tuple[LoraSpec, ...] = ()
+    step_cache: StepCacheSpec | None = None
+    compile_blocks: bool = False
+    fp8: bool = False
+    parallel_decode: bool = False
+
+    @property
+    def speedups(self) -> Speedups:
+        return Speedups(
+            loras=self.loras,
+            step_cache=self.step_cache,
+            compile_blocks=self.compile_blocks,
+            fp8=self.fp8,
+            parallel_decode=self.parallel_decode,
+        )
 
 
 _SERVING_FIELDS = {f.name for f in msgspec.structs.fields(ServedTask)} - {"name", "preset"}

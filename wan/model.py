@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from wan import accel
+from wan.decode import decode_latents
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
@@ -35,6 +37,7 @@ from wan.parallel import (
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 from wan.sizing import condition_image, fit_to_image
 from wan.spec import ModelSpec, check_against_preset
+from wan.speedups import Speedups
 
 __all__ = ["Cancelled", "GenerationInput", "ParallelContext", "StepInfo", "WanModel"]
 
@@ -57,6 +60,7 @@ class WanModel:
         self._pipes = _build_pipelines(comps, preset)
         self.offloader = offloader  # None: every module stays on the device
         self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
+        self.speedups = Speedups()
 
     @classmethod
     def load(
@@ -69,6 +73,7 @@ class WanModel:
         attention_backend: str | None = None,
         vae_tiling: bool = False,
         offload: OffloadMode = "none",
+        speedups: Speedups | None = None,
     ) -> WanModel:
         """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
         caller has already initialised torch.distributed; every rank calls this. `offload` keeps
@@ -92,10 +97,15 @@ class WanModel:
             vae_device=device,
         )
         check_against_preset(ModelSpec.of(comps), preset)
+        speedups = speedups or Speedups()
+        accel.before_shard(comps, speedups, parallel)  # LoRA fuse, FP8
         deg = _shard(comps, parallel, attention_backend)
+        accel.after_shard(comps, speedups)  # step cache, regional compile
         if vae_tiling:
             comps.vae.enable_tiling()
-        return cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
+        model = cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
+        model.speedups = speedups
+        return model
 
     def generate(
         self,
@@ -115,10 +125,14 @@ class WanModel:
             raise Cancelled(0, inp.sample_steps)
         pipe = self._pipes["i2v" if inp.image is not None else "t2v"]
         pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
+        accel.before_job(self._comps)
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
         with torch.no_grad():
             with self.offloader.job() if self.offloader else contextlib.nullcontext():
                 latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
+            if self.speedups.parallel_decode:  # every rank decodes its share of the tiles
+                par = self.parallel
+                return decode_latents(pipe, self._comps.vae, latents, self.device, par.rank, par.world_size)
             if not self.parallel.is_main:
                 return None
             return self._decode(pipe, latents)

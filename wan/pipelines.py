@@ -1,10 +1,7 @@
 """diffusers' Wan pipelines with the two behaviours of the Wan2.2 release they lack.
 
-- Guidance: diffusers runs the unconditional pass only while `guidance_scale` (the high-noise
-  expert's) is above 1, so a job with guidance (low 3, high 1) gets no guidance at all in the
-  low-noise stage, and a scale below 1 is silently ignored. The release always combines both
-  passes. Here both passes run unless every scale in use is exactly 1, where the release's
-  `uncond + 1 * (cond - uncond)` is the conditional prediction.
+- Guidance: the release's rule, decided per expert (`wan.guidance`): diffusers would drop the
+  low-noise expert's guidance when the high-noise scale is 1 and ignore scales below 1.
 - Conditioning image: the release sizes and resamples the first frame itself (`wan.sizing`); the
   i2v pipeline takes that tensor as it is instead of resizing it again.
 """
@@ -17,22 +14,14 @@ from typing import Any
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from diffusers.video_processor import VideoProcessor
 
-
-class _ReleaseGuidance:
-    _guidance_scale: float
-    _guidance_scale_2: float | None
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        scales = [self._guidance_scale, getattr(self, "_guidance_scale_2", None)]
-        return any(scale is not None and scale != 1.0 for scale in scales)
+from wan.guidance import PerExpertGuidance
 
 
-class ReleaseWanPipeline(_ReleaseGuidance, WanPipeline):
+class ReleaseWanPipeline(PerExpertGuidance, WanPipeline):
     """Text to video (and ti2v-5B without an image)."""
 
 
-class ReleaseWanImageToVideoPipeline(_ReleaseGuidance, WanImageToVideoPipeline):
+class ReleaseWanImageToVideoPipeline(PerExpertGuidance, WanImageToVideoPipeline):
     """Image to video; `image` is the (1, 3, H, W) tensor of `wan.sizing.condition_image`."""
 
     # diffusers reads the modules a pipeline holds from its __init__ signature: keep the parent's.

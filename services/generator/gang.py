@@ -83,7 +83,7 @@ class Gang:
                 num_cpus=1,
                 num_gpus=1 if gpu else 0,
                 max_restarts=0,
-                max_concurrency=2,
+                max_concurrency=3,  # a job's run, the previous job's collect, a health ping
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=rank
                 ),
@@ -124,13 +124,33 @@ class Gang:
         self.load_s = max(await asyncio.gather(*(a.load.remote(served) for a in self.actors)))
 
     async def run(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
+        """`denoise`, then `collect`: rank 0's result with the encoded video and poster."""
+        return await self.collect(await self.denoise(job, image, attempt, worker))
+
+    async def denoise(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
         """All ranks run the job together (rebuilding the gang first if it broke); returns rank 0's
-        result."""
+        timings as soon as the ranks are done, while rank 0 still encodes: the gang is free for
+        the next job."""
         async with self._busy:
             if not self.ready:
                 await self.teardown("rebuilding")
                 await self.start()
-            return await self._run(job, image, attempt, worker)
+            result = await self._run(job, image, attempt, worker)
+            result["rank0"] = self.actors[0]  # the actor holding the encoding, even if the gang is rebuilt
+            return result
+
+    async def collect(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Rank 0's encoded video and poster of a denoised job, added to its result. Does not hold
+        the gang: the next job may be denoising meanwhile."""
+        from ray.exceptions import RayActorError
+
+        actor = result.pop("rank0", None)
+        if "collect" not in result or actor is None:
+            return result
+        try:
+            return result | await actor.collect.remote(result["collect"])
+        except RayActorError as exc:
+            raise GangBroken(f"rank 0 died before the video was collected: {_describe(_cause(exc))}") from None
 
     async def check_health(self, timeout_s: float = 10.0) -> None:
         """Between jobs, ping every rank; a dead one gets the gang rebuilt now rather than when the

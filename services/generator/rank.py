@@ -2,14 +2,18 @@
 
 Every rank runs the same denoising loop in lockstep. Rank 0 also publishes per-step progress
 straight to Redis (not through the driver; see reporter.py), reads the cancel flag (the model's
-all-reduce makes every rank stop at the same step) and encodes the mp4.
+all-reduce makes every rank stop at the same step) and encodes the mp4. It encodes on a thread of
+its own after `run` has returned, so the gang can start the next job at once; the driver picks the
+video up with `collect` (the actor takes concurrent calls).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -23,6 +27,8 @@ from services.models_config import ServedTask
 
 log = structlog.get_logger("wan22.rank")
 
+MAX_UNCOLLECTED = 4  # encodings a driver never collected (it died mid-job) are dropped beyond this
+
 
 class RankWorker:
     def __init__(self, rank: int, world_size: int, redis_url: str, prefix: str, progress_maxlen: int) -> None:
@@ -31,6 +37,9 @@ class RankWorker:
         self.redis = redis_sync.Redis.from_url(redis_url, decode_responses=True) if rank == 0 else None
         self.model: Any = None
         self.device = "cpu"
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None
+        self._encoded: dict[str, Future[dict[str, Any]]] = {}
+        self._encoded_lock = threading.Lock()  # run and collect are called on different threads
 
     def identity(self) -> dict[str, Any]:
         """Where this rank runs: rank 0's address and a free port are the rendezvous point."""
@@ -78,6 +87,7 @@ class RankWorker:
             attention_backend=served.attention_backend,
             vae_tiling=served.vae_tiling,
             offload=served.offload,
+            speedups=served.speedups,
         )
         return time.perf_counter() - started
 
@@ -85,9 +95,9 @@ class RankWorker:
         return self.rank
 
     def run(self, job_raw: bytes, image: Any, attempt: int, worker: str) -> dict[str, Any] | None:
-        """One job on this rank. Rank 0 returns the encoded video, poster and timings."""
+        """One job on this rank. Rank 0 returns its timings and the key under which `collect` gives
+        the encoded video and poster (encoding starts now, on another thread)."""
         from wan.model import GenerationInput
-        from wan.video import encode_mp4, poster_image
 
         job = job_decoder.decode(job_raw)
         low, high = job.guide_scale
@@ -107,20 +117,41 @@ class RankWorker:
         if self.rank != 0:
             self.model.generate(inp)  # the model's all-reduce brings rank 0's cancel decision here
             return None
-        assert self.redis is not None
+        assert self.redis is not None and self._encoder is not None
         with StepReporter(self.redis, self.keys, job, attempt, worker, self.progress_maxlen) as reporter:
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), time.time()
             frames = self.model.generate(inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel)
         denoise_s = time.perf_counter() - started
-        frame_num, height, width = (int(n) for n in frames.shape[:3])
+        key = f"{job.task_id}:{attempt}"
+        with self._encoded_lock:
+            while len(self._encoded) >= MAX_UNCOLLECTED:
+                self._encoded.pop(next(iter(self._encoded)))
+            self._encoded[key] = self._encoder.submit(_encode, frames, job.fps)
         return {
-            "video": encode_mp4(frames, job.fps),
-            "poster": poster_image(frames, "jpeg"),
+            "collect": key,
             # What was made: an image job's size follows the image, not the job's width x height.
-            "width": width,
-            "height": height,
-            "frame_num": frame_num,
+            "frame_num": int(frames.shape[0]),
+            "height": int(frames.shape[1]),
+            "width": int(frames.shape[2]),
             "fps": job.fps,
             "denoise_s": denoise_s,
+            "gang_started_at": started_at,  # wall clock, for idle-time figures
+            "gang_ended_at": started_at + denoise_s,
             "steps": reporter.steps,
         }
+
+    def collect(self, key: str) -> dict[str, Any]:
+        """The encoded video and poster of a job `run` finished (waits for its encoding)."""
+        with self._encoded_lock:
+            future = self._encoded.pop(key, None)
+        if future is None:
+            raise KeyError(f"no encoded video for {key} on this rank (the gang was rebuilt?)")
+        return future.result()
+
+
+def _encode(frames: Any, fps: int) -> dict[str, Any]:
+    from wan.video import encode_mp4, poster_image
+
+    started = time.perf_counter()
+    video, poster = encode_mp4(frames, fps), poster_image(frames, "jpeg")
+    return {"video": video, "poster": poster, "encode_s": time.perf_counter() - started}

@@ -1,4 +1,5 @@
-"""The generator service: one gang, one task type, one job at a time through the reliable consumer."""
+"""The generator service: one gang, one task type; one job denoising at a time through the reliable
+consumer, while the one before it encodes and uploads."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class GeneratorService:
             redis, keys, TaskStore(redis, keys), self.gang, storage, images, self.name, served.max_attempts
         )
         consumer_settings = settings.consumer(
-            concurrency=1,
+            concurrency=settings.jobs_in_flight,  # 2: uploads overlap the next job (worker.py)
             batch=1,
             grace_s=settings.grace_s,
             max_attempts=served.max_attempts,

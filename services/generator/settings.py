@@ -26,10 +26,15 @@ class GeneratorSettings(CommonSettings, kw_only=True, frozen=True):
     s3_presign_s: int = 0  # > 0: events carry presigned GET URLs valid this long
     ray_num_cpus: int = 0  # local Ray only: CPUs to offer (0 = Ray's default)
     backoff_base_s: float = 2.0
+    # 2: the next job claims the gang and denoises while the last one encodes and uploads; 1: one job
+    # at a time from claim to ack. Each extra one is an entry this gang holds before it can start it.
+    jobs_in_flight: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.world_size < 0:
             raise SettingsError("WAN22_WORLD_SIZE: must be at least 1 (0 = from the models configuration)")
+        if self.jobs_in_flight < 1:
+            raise SettingsError("WAN22_JOBS_IN_FLIGHT: must be at least 1")
         if self.grace_s < 0 or self.job_timeout_s <= 0:
             raise SettingsError("WAN22_GRACE_S / WAN22_JOB_TIMEOUT_S: must be positive")

@@ -3,6 +3,11 @@
 Order on success: upload mp4 and poster, set the terminal state with the URLs (only if not yet
 terminal) together with the `completed` event, and only then let the consumer ack. A job whose
 task is already terminal is only acked, so a redelivered job never yields a second event.
+
+Pipelined: a job holds the gang (its turn) only while it is claimed and denoised. Its encoding
+(on rank 0) and upload run after its turn, while the next job, in another handler of the
+consumer (`jobs_in_flight`), claims the gang and denoises; each job is still acked only after its
+own upload and terminal state.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class JobRunner:
         self.redis, self.keys, self.tasks, self.gang = redis, keys, tasks, gang
         self.storage, self.images, self.worker = storage, images, worker
         self.default_max_attempts = default_max_attempts
+        self._turn = anyio.Lock()  # claim and denoise one job at a time; uploads overlap the next job
 
     def hooks(self) -> Hooks:
         return Hooks(on_retry=self.on_retry, on_dead=self.on_dead, max_attempts=self.max_attempts)
@@ -48,30 +54,42 @@ class JobRunner:
     async def handle(self, entry: Entry) -> None:
         job = entry.decode(job_decoder)
         structlog.contextvars.bind_contextvars(task=job.task, attempt=entry.attempt)
-        status = await self.tasks.claim(job.task_id, entry.attempt, self.worker)
-        if status != "running":
-            log.info("job.skipped", status=status)  # already terminal: ack only
-            return
-        if await self.tasks.cancel_requested(job.task_id):
-            await self._cancelled(job, "cancelled before it started")
-            return
-        image = await self.images.load(job.image) if job.image else None
-        started = time.perf_counter()
-        try:
-            result = await self.gang.run(job, image, entry.attempt, self.worker)
-        except JobCancelled as exc:
-            await self._cancelled(job, f"cancelled at step {exc.step}")
-            return
-        except anyio.get_cancelled_exc_class():
-            # Shutdown past the grace period: stop the ranks, leave the job pending for another gang.
-            with anyio.CancelScope(shield=True):
-                await self.gang.teardown("shutdown while running")
-            raise
+        async with self._turn:
+            status = await self.tasks.claim(job.task_id, entry.attempt, self.worker)
+            if status != "running":
+                log.info("job.skipped", status=status)  # already terminal: ack only
+                return
+            if await self.tasks.cancel_requested(job.task_id):
+                await self._cancelled(job, "cancelled before it started")
+                return
+            image = await self.images.load(job.image) if job.image else None
+            started = time.perf_counter()
+            try:
+                denoised = await self.gang.denoise(job, image, entry.attempt, self.worker)
+            except JobCancelled as exc:
+                await self._cancelled(job, f"cancelled at step {exc.step}")
+                return
+            except anyio.get_cancelled_exc_class():
+                # Shutdown past the grace period: stop the ranks, leave the job pending for another gang.
+                with anyio.CancelScope(shield=True):
+                    await self.gang.teardown("shutdown while running")
+                raise
+        result = await self.gang.collect(denoised)  # the next job may be denoising already
         await self._completed(job, entry, result, time.perf_counter() - started)
 
     async def _completed(self, job: Job, entry: Entry, result: dict, duration_s: float) -> None:
-        video_url = await self.storage.put(f"{job.task_id}/video.mp4", result["video"], "video/mp4")
-        poster_url = await self.storage.put(f"{job.task_id}/poster.jpg", result["poster"], "image/jpeg")
+        urls: dict[str, str] = {}
+
+        async def put(name: str, key: str, content_type: str) -> None:
+            urls[name] = await self.storage.put(f"{job.task_id}/{key}", result[name], content_type)
+
+        try:
+            async with anyio.create_task_group() as uploads:  # both at once
+                uploads.start_soon(put, "video", "video.mp4", "video/mp4")
+                uploads.start_soon(put, "poster", "poster.jpg", "image/jpeg")
+        except ExceptionGroup as group:  # the storage's own error, as the retry record shows it
+            raise group.exceptions[0] from None
+        video_url, poster_url = urls["video"], urls["poster"]
         video = {key: int(result.get(key, 0)) for key in ("width", "height", "frame_num", "fps")}
         event = Completed(
             task_id=job.task_id,
@@ -97,6 +115,9 @@ class JobRunner:
             frames=video["frame_num"],
             size=f"{video['width']}*{video['height']}",
             denoise_s=round(result.get("denoise_s", 0.0), 3),
+            encode_s=round(result.get("encode_s", 0.0), 3),
+            gang_started_at=result.get("gang_started_at"),
+            gang_ended_at=result.get("gang_ended_at"),
         )
 
     async def _cancelled(self, job: Job, reason: str) -> None:

@@ -17,6 +17,7 @@ from tests.wan.support import tiny_input, tiny_preset
 from wan.cli_generate import rank_main
 from wan.distributed import destroy_group, init_group
 from wan.model import Cancelled, WanModel
+from wan.speedups import Speedups, StepCacheSpec
 
 
 def run(rank: int, world_size: int, port: int, payload: dict) -> None:
@@ -36,6 +37,8 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
         inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
         _save(out, "ti2v", rank, ti2v.generate(inp), {})
         _cancel(model, out, rank)
+        _taylorseer(root, out, rank, ctx)
+        _parallel_decode(root, out, rank, ctx)
     finally:
         destroy_group()
     # Then the `wan22 generate --world-size 2` rank code, with its own process group.
@@ -73,3 +76,33 @@ def _cancel(model: WanModel, out: Path, rank: int) -> None:
     finally:
         handle.remove()
     _save(out, "cancel", rank, None, {"steps": steps, "cancelled_at": cancelled_at, "decodes": len(decodes)})
+
+
+TAYLORSEER = Speedups(step_cache=StepCacheSpec(kind="taylorseer", interval=2, warmup_steps=2))
+
+
+def _taylorseer(root: Path, out: Path, rank: int, ctx) -> None:
+    # The step cache's fixed schedule: every rank skips the same steps, so no collective is missed.
+    model = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx, speedups=TAYLORSEER)
+    _save(out, "t2v_taylorseer", rank, model.generate(tiny_input("t2v-A14B", sample_steps=8)), {})
+
+
+SMALL_TILES = dict(
+    tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=16, tile_sample_stride_width=16
+)
+
+
+def _parallel_decode(root: Path, out: Path, rank: int, ctx) -> None:
+    # Every rank decodes its share of the VAE tiles; rank 0 blends them.
+    model = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx, speedups=PARALLEL_DECODE)
+    model.components.vae.enable_tiling(**SMALL_TILES)
+    decodes: list[int] = []
+    handle = model.components.vae.decoder.register_forward_pre_hook(lambda *_: decodes.append(1))
+    try:
+        frames = model.generate(tiny_input("t2v-A14B", size=(64, 48)))
+    finally:
+        handle.remove()
+    _save(out, "t2v_pdecode", rank, frames, {"decodes": len(decodes)})
+
+
+PARALLEL_DECODE = Speedups(parallel_decode=True)

@@ -62,3 +62,32 @@ def test_unsplittable_token_count_is_refused_on_every_rank(two_ranks: Path) -> N
     assert all("does not divide by the 2 sequence-parallel ranks" in error for error in errors)
     # The ranks went on to run the ti2v and cancel scenarios, so nobody was left in a collective.
     assert (two_ranks / "ti2v.npy").is_file()
+
+
+def test_taylorseer_step_cache_over_two_ranks_matches_one(two_ranks: Path, tiny_root: Path) -> None:
+    from tests.wan.dist_worker import TAYLORSEER
+    from tests.wan.support import tiny_preset
+    from wan.model import WanModel
+
+    model = WanModel.load(tiny_root / "t2v-A14B", tiny_preset("t2v-A14B"), speedups=TAYLORSEER)
+    reference = model.generate(tiny_input("t2v-A14B", sample_steps=8))
+    np.testing.assert_allclose(np.load(two_ranks / "t2v_taylorseer.npy"), reference, rtol=0, atol=1e-5)
+    uncached = WanModel.load(tiny_root / "t2v-A14B", tiny_preset("t2v-A14B")).generate(
+        tiny_input("t2v-A14B", sample_steps=8)
+    )
+    assert np.abs(reference - uncached).max() > 1e-5  # the cache did skip work
+
+
+def test_decode_shared_over_two_ranks_matches_tiled_decode_on_one(two_ranks: Path, tiny_root: Path) -> None:
+    from tests.wan.dist_worker import SMALL_TILES
+    from tests.wan.support import tiny_preset
+    from wan.model import WanModel
+
+    model = WanModel.load(tiny_root / "t2v-A14B", tiny_preset("t2v-A14B"), vae_tiling=True)
+    model.components.vae.enable_tiling(**SMALL_TILES)
+    reference = model.generate(tiny_input("t2v-A14B", size=(64, 48)))
+    np.testing.assert_allclose(np.load(two_ranks / "t2v_pdecode.npy"), reference, rtol=0, atol=1e-5)
+    seen = _seen(two_ranks, "t2v_pdecode")
+    assert [s["returned_frames"] for s in seen] == [True, False]
+    # 12 tiles x 2 latent frames, six tiles each: both ranks decoded, neither decoded it all
+    assert [s["decodes"] for s in seen] == [12, 12]

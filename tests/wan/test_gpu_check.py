@@ -1,0 +1,29 @@
+"""The GPU check script's dry run: every option row is printed, FP8 is refused with its reason on a CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_dry_run_prints_every_option() -> None:
+    result = subprocess.run(
+        ["bash", "scripts/gpu-check.sh", "--cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.split("option ", 1)[1].splitlines()
+    rows = {line.split()[0]: line for line in table[1:] if line.strip()}
+    assert set(rows) == {"baseline", "guidance1", "compile", "fp8", "taylorseer"}
+    for name in ("baseline", "guidance1", "compile", "taylorseer"):
+        seconds = float(rows[name].split()[1])
+        assert seconds > 0
+    assert "refused: fp8 needs a CUDA GPU" in rows["fp8"]
+    assert rows["baseline"].split()[-1] == "1.00x"
