@@ -172,8 +172,18 @@ class ErrorRecord(Struct, kw_only=True):
     kind: Literal["error", "lost", "handed_back"] = "error"
 
 
+class RawField(Struct, kw_only=True):
+    """One field of a stream entry exactly as it was written, base64."""
+
+    name_b64: str
+    value_b64: str
+
+
 class DeadLetter(Struct, kw_only=True):
-    """An entry that could not be processed, with everything needed to replay it."""
+    """An entry that could not be processed, with everything needed to replay it. For an entry
+    whose fields were not UTF-8 text (or repeated a name), `fields` shows them with undecodable
+    bytes replaced and `raw_fields` keeps every field as written, which a replay writes back.
+    Fields past the first MiB are left out of both and counted in `dropped_fields`."""
 
     stream: str
     group: str
@@ -184,6 +194,8 @@ class DeadLetter(Struct, kw_only=True):
     reason: Literal["undecodable", "exhausted", "permanent"] = "exhausted"
     dead_at: float = 0.0
     task_id: str = ""
+    raw_fields: list[RawField] | None = None
+    dropped_fields: int = 0
 
 
 class QueueInfo(Struct, kw_only=True):

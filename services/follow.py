@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from redis.asyncio import Redis
 
+from services.consumer import wire
 from services.contracts import TERMINAL
 from services.keys import Keys
 from services.tasks import TaskStore
@@ -17,8 +18,8 @@ KEEPALIVE_MS = 3_000
 
 
 async def last_id(redis: Redis, stream: str) -> str:
-    newest = await redis.xrevrange(stream, count=1)
-    return newest[0][0] if newest else "0-0"
+    newest = await wire.xrevrange(redis, stream, count=1)
+    return newest[0].id if newest else "0-0"
 
 
 async def follow(
@@ -36,16 +37,15 @@ async def follow(
     if state.status in TERMINAL:
         return
     while True:
-        response = await redis.xread(cursors, block=block_ms, count=500)
-        if not response:
+        entries = await wire.xread(redis, cursors, count=500, block_ms=block_ms)
+        if not entries:
             yield "keepalive", "", ""
             continue
-        for stream, rows in response:
-            for entry_id, fields in rows:
-                cursors[stream] = entry_id
-                if fields.get("task_id") != task_id:
-                    continue
-                kind = fields.get("type", "progress")
-                yield kind, entry_id, fields.get("payload", "{}")
-                if kind in TERMINAL:
-                    return
+        for entry in entries:
+            cursors[entry.stream] = entry.id
+            if entry.defect is not None or entry.fields.get("task_id") != task_id:
+                continue  # anyone can write to these streams; an entry that is not text is not ours
+            kind = entry.fields.get("type", "progress")
+            yield kind, entry.id, entry.fields.get("payload", "{}")
+            if kind in TERMINAL:
+                return

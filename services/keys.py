@@ -76,6 +76,10 @@ class Keys(msgspec.Struct, frozen=True):
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
+    def answered(self, request_id: str) -> str:
+        """Set when a request entry got its answer, so a redelivery does not answer it again."""
+        return f"{self.prefix}:answered:{request_id}"
+
     def attempts(self, stream: str, entry_id: str) -> str:
         """Error history of one entry across deliveries (survives a consumer crash)."""
         return f"{self.prefix}:attempts:{stream}:{entry_id}"

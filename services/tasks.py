@@ -43,18 +43,23 @@ _TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
 # Accepts a batch of jobs in one call; each is checked and written in turn, so a repeated task id or
 # idempotency key within the batch maps to the first. One call for many jobs: per-command client
 # cost, not Redis, bounded the accept rate when each job was its own EVALSHA.
-# KEYS, 5 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
-# none), deadlines set ('' = no deadline).
+# KEYS, 6 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
+# none), deadlines set ('' = no deadline), answered marker of its request entry ('' = none).
 # ARGV: task ttl, idem ttl, then 4 per job: task id, job payload, accepted payload, hash fields as
 # one JSON object (one argument instead of thirty: encoding arguments costs more than decoding).
 # The job's entry id goes into the hash (`queue_entry`) for queue positions.
-# Returns created (0/1) and task id per job, flat.
+# Returns per job, flat: 1 (created), 0 (an earlier task's id) or 2 (this request entry was
+# answered before: a redelivery, nothing written), and the task id.
 ACCEPT = """
 local out = {}
-for j = 0, #KEYS / 5 - 1 do
-  local k, a = j * 5, 2 + j * 4
-  local task_id, idem = ARGV[a + 1], KEYS[k + 4]
+for j = 0, #KEYS / 6 - 1 do
+  local k, a = j * 6, 2 + j * 4
+  local task_id, idem, answered = ARGV[a + 1], KEYS[k + 4], KEYS[k + 6]
   local existing = nil
+  if answered ~= '' then existing = redis.call('GET', answered) end
+  if existing then
+    out[#out + 1], out[#out + 2] = 2, existing
+  else
   if idem ~= '' then existing = redis.call('GET', idem) end
   if not existing and redis.call('EXISTS', KEYS[k + 1]) == 1 then existing = task_id end
   if existing then
@@ -73,10 +78,26 @@ for j = 0, #KEYS / 5 - 1 do
     redis.call('XADD', KEYS[k + 3], '*', 'type', 'accepted', 'task_id', task_id, 'payload', ARGV[a + 3])
     if idem ~= '' then redis.call('SET', idem, task_id, 'EX', ARGV[2]) end
     if KEYS[k + 5] ~= '' then redis.call('ZADD', KEYS[k + 5], fields['deadline_at'], task_id) end
+    if answered ~= '' then redis.call('SET', answered, task_id, 'EX', ARGV[2]) end
     out[#out + 1], out[#out + 2] = 1, task_id
+  end
   end
 end
 return out
+"""
+
+# KEYS: answered marker ('' = none), task hash ('' = do not record a state), events stream.
+# ARGV: marker ttl, event payload, task id, task ttl, hash k/v...
+# The `rejected` event once per request entry (a redelivery finds the marker); the task hash only
+# for a task id not used yet (a duplicate id must not overwrite the task that owns it).
+REJECT = """
+if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[1]) then return 0 end
+if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('XADD', KEYS[3], '*', 'type', 'rejected', 'task_id', ARGV[3], 'payload', ARGV[2])
+return 1
 """
 
 # The expiry of a queued task past its deadline, shared by CLAIM and EXPIRE: `failed` with the
@@ -184,7 +205,8 @@ def _queued_fields(job: Job, at: float) -> dict[str, str]:
 @dataclass(frozen=True)
 class AcceptResult:
     task_id: str
-    created: bool  # False: an idempotent replay of an earlier request
+    created: bool  # False: an idempotent replay of an earlier request, or a redelivery
+    redelivered: bool = False  # this request entry was answered before: nothing was written
 
 
 class TaskStore:
@@ -198,6 +220,7 @@ class TaskStore:
         self._claim = redis.register_script(CLAIM)
         self._retrying = redis.register_script(RETRYING)
         self._expire = redis.register_script(EXPIRE)
+        self._reject = redis.register_script(REJECT)
 
     async def get(self, task_id: str) -> TaskState | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))
@@ -208,28 +231,38 @@ class TaskStore:
         [result] = await self.accept_many([(job, idempotency_key)], idem_ttl_s)
         return result
 
-    async def accept_many(self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int) -> list[AcceptResult]:
-        """`accept` for many jobs in one script call; each job is still written whole or not at all."""
+    async def accept_many(
+        self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int, *, answer_once: bool = False
+    ) -> list[AcceptResult]:
+        """`accept` for many jobs in one script call; each job is still written whole or not at all.
+        `answer_once`: each job's request_id is a stream entry that may be delivered again (its
+        consumer died before acking): its answer is then not repeated, nor its task created twice."""
         keys: list[str] = []
         args: list[Any] = [self.task_ttl_s, idem_ttl_s]
         for job, idempotency_key in jobs:
-            self._add_accept(keys, args, job, idempotency_key)
+            answered = self.keys.answered(job.request_id) if answer_once else ""
+            self._add_accept(keys, args, job, idempotency_key, answered)
         reply = await self._accept(keys=keys, args=args)  # EVALSHA, loads the script on NOSCRIPT
         results = [
-            AcceptResult(task_id=str(reply[i + 1]), created=bool(int(reply[i]))) for i in range(0, len(reply), 2)
+            AcceptResult(task_id=str(reply[i + 1]), created=int(reply[i]) == 1, redelivered=int(reply[i]) == 2)
+            for i in range(0, len(reply), 2)
         ]
-        replays = [(job, r) for (job, _), r in zip(jobs, results, strict=True) if not r.created]
+        replays = [(job, r) for (job, _), r in zip(jobs, results, strict=True) if not r.created and not r.redelivered]
         if replays:  # tell each producer which task its repeated request maps to
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=answer_once) as pipe:
                 for job, result in replays:
                     event = Accepted(
                         task_id=result.task_id, request_id=job.request_id, task=job.task, idempotent_replay=True
                     )
                     pipe.xadd(self.keys.events, event_entry(event))
+                    if answer_once:
+                        pipe.set(self.keys.answered(job.request_id), result.task_id, ex=idem_ttl_s)
                 await pipe.execute()
         return results
 
-    def _add_accept(self, keys: list[str], args: list[Any], job: Job, idempotency_key: str | None) -> None:
+    def _add_accept(
+        self, keys: list[str], args: list[Any], job: Job, idempotency_key: str | None, answered: str
+    ) -> None:
         at = now()
         accepted = Accepted(task_id=job.task_id, request_id=job.request_id, task=job.task, ts=at)
         keys += [
@@ -238,6 +271,7 @@ class TaskStore:
             self.keys.events,
             self.keys.idempotency(idempotency_key) if idempotency_key else "",
             self.keys.deadlines if job.deadline_at else "",
+            answered,
         ]
         args += [job.task_id, encode(job), encode(accepted), _json.encode(_queued_fields(job, at))]
 
@@ -250,13 +284,20 @@ class TaskStore:
         args = [entry["type"], event.task_id, entry["payload"], self.task_ttl_s, *_flatten(values)]
         return bool(await self._finish(keys=[self.keys.task(event.task_id), self.keys.events], args=args))
 
-    async def reject(self, rejected: Rejected, *, record_state: bool) -> bool:
-        """A rejected request: its event always; the task hash only for a valid task id not yet
-        used (a duplicate id must not overwrite the task that owns it)."""
-        if record_state and not await self.redis.exists(self.keys.task(rejected.task_id)):
-            return await self.finish(rejected, {"error": rejected.error, "field": rejected.field or ""})
-        await self.redis.xadd(self.keys.events, event_entry(rejected))
-        return True
+    async def reject(self, rejected: Rejected, *, record_state: bool, answer_ttl_s: int | None = None) -> bool:
+        """A rejected request: its event; with `record_state` also the task hash of a valid task id
+        not used yet. With `answer_ttl_s` the request is a stream entry answered once: False when
+        a redelivery of it had been rejected already."""
+        rejected.ts = rejected.ts or now()
+        fields = {"error": rejected.error, "field": rejected.field or ""}
+        values = state_to_hash({"status": "rejected", "updated_at": rejected.ts, **fields})
+        keys = [
+            self.keys.answered(rejected.request_id) if answer_ttl_s else "",
+            self.keys.task(rejected.task_id) if record_state else "",
+            self.keys.events,
+        ]
+        args = [answer_ttl_s or 0, encode(rejected), rejected.task_id, self.task_ttl_s, *_flatten(values)]
+        return bool(await self._reject(keys=keys, args=args))
 
     async def cancel(self, task_id: str, flag_ttl_s: int = 24 * 3600) -> str:
         """`cancelled` (was queued), `cancelling` (running: stops at its next step), `missing`, or

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from services.cli import common
 from services.cli.errors import CliError
+from services.consumer import Entry, wire
 from services.contracts import QueueInfo, TaskState
 from services.follow import follow, last_id
 from services.keys import PRIORITIES, Keys
@@ -87,20 +88,28 @@ async def _submit_stream(redis: Redis, keys: Keys, fields: dict[str, Any]) -> st
     cursor = await last_id(redis, keys.events)
     request_id = await redis.xadd(keys.requests, {k: str(v) for k, v in fields.items()})
     while True:
-        response = await redis.xread({keys.events: cursor}, block=30_000, count=200)
-        if not response:
+        entries = await wire.xread(redis, {keys.events: cursor}, count=200, block_ms=30_000)
+        if not entries:
             raise CliError("no answer from ingest within 30 s (is `wan22 ingest` running?)", common.UNAVAILABLE)
-        for _, rows in response:
-            for entry_id, entry in rows:
-                cursor = entry_id
-                event = json.loads(entry["payload"])
-                if event.get("request_id") != request_id:
-                    continue
-                if entry["type"] == "rejected":
-                    field = f" ({event['field']})" if event.get("field") else ""
-                    raise CliError(f"rejected{field}: {event['error']}", common.REJECTED)
-                if entry["type"] == "accepted":
-                    return str(event["task_id"])
+        cursor = entries[-1].id
+        for entry in entries:
+            event = _event_of(entry)
+            if event is None or event.get("request_id") != request_id:
+                continue
+            if entry.fields.get("type") == "rejected":
+                field = f" ({event['field']})" if event.get("field") else ""
+                raise CliError(f"rejected{field}: {event.get('error')}", common.REJECTED)
+            if entry.fields.get("type") == "accepted":
+                return str(event["task_id"])
+
+
+def _event_of(entry: Entry) -> dict[str, Any] | None:
+    """The payload of an event entry; None for one that is not ours (anyone can write to the stream)."""
+    try:
+        event = json.loads(entry.fields["payload"]) if entry.defect is None else None
+    except (KeyError, ValueError):
+        return None
+    return event if isinstance(event, dict) else None
 
 
 async def _submit_http(args: argparse.Namespace, fields: dict[str, Any]) -> str:

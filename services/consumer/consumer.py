@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services import metrics
+from services.consumer import wire
 from services.consumer.acks import Acker
 from services.consumer.deadletter import dead_letter
 from services.consumer.entry import Entry
@@ -169,12 +170,9 @@ class StreamConsumer:
         while not self.stopping:
             await self._wait_for_slot()
             try:
-                response = await self.redis.xreadgroup(
-                    self.group,
-                    self.name,
-                    {self.stream: ">"},
-                    count=min(self.settings.batch, self.slots.free),
-                    block=self.settings.block_ms,
+                count = min(self.settings.batch, self.slots.free)
+                entries = await wire.xreadgroup(
+                    self.redis, self.group, self.name, {self.stream: ">"}, count, self.settings.block_ms
                 )
                 failures = 0
             except ResponseError as exc:
@@ -186,8 +184,8 @@ class StreamConsumer:
             except RedisError as exc:
                 failures = await self._redis_trouble("read", exc, failures)
                 continue
-            for _, rows in response or ():
-                self._dispatch([Entry(self.stream, entry_id, fields) for entry_id, fields in rows])
+            if entries:
+                self._dispatch(entries)
 
     async def _wait_for_slot(self) -> None:
         await self.slots.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Literal
 
@@ -9,20 +10,57 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from services.consumer import wire
 from services.consumer.entry import META_PREFIX, Entry
-from services.contracts import DeadLetter, ErrorRecord, dead_letter_decoder, encode, now
+from services.consumer.errors import Undecodable
+from services.contracts import DeadLetter, ErrorRecord, RawField, dead_letter_decoder, encode, is_task_id, now
 from services.keys import Keys
 
 HISTORY_FIELD = f"{META_PREFIX}history"
 REPLAY_FIELD = f"{META_PREFIX}replay_of"
+PRESERVED_BYTES = 1 << 20  # of an entry's fields, in its dead letter
 _history_encoder = msgspec.json.Encoder()
 _history_decoder = msgspec.json.Decoder(list[ErrorRecord])
 
 
 def history_from_fields(fields: dict[str, str]) -> list[ErrorRecord]:
-    """Errors of earlier lives of a replayed entry (kept for the record, not for the budget)."""
-    raw = fields.get(HISTORY_FIELD)
-    return _history_decoder.decode(raw) if raw else []
+    """Errors of earlier lives of a replayed entry (kept for the record, not for the budget); a
+    history a producer forged is dropped, not trusted."""
+    try:
+        return _history_decoder.decode(fields.get(HISTORY_FIELD) or "[]")
+    except msgspec.DecodeError:
+        return []
+
+
+def _original_fields(letter: DeadLetter) -> list[bytes]:
+    """The entry's own fields as written (flat name, value, ...), without our meta fields."""
+    if letter.raw_fields is not None:
+        pairs = [(base64.b64decode(f.name_b64), base64.b64decode(f.value_b64)) for f in letter.raw_fields]
+    else:
+        pairs = [(k.encode(), v.encode()) for k, v in letter.fields.items()]
+    meta = META_PREFIX.encode()
+    return [part for name, value in pairs if not name.startswith(meta) for part in (name, value)]
+
+
+def preserved_fields(entry: Entry) -> tuple[dict[str, str], list[RawField] | None, int]:
+    """What a dead letter keeps of the entry: its fields (and their exact bytes when they are not
+    text) up to PRESERVED_BYTES, and how many fields did not fit."""
+    pairs = entry.raw if entry.raw is not None else [(k.encode(), v.encode()) for k, v in entry.fields.items()]
+    kept, size = 0, 0
+    for name, value in pairs:
+        size += len(name) + len(value)
+        if size > PRESERVED_BYTES:
+            break
+        kept += 1
+    fields = dict(list(entry.fields.items())[:kept]) if kept < len(entry.fields) else entry.fields
+    raw = None
+    if entry.raw is not None:
+        raw = [RawField(name_b64=_b64(n), value_b64=_b64(v)) for n, v in entry.raw[:kept]]
+    return fields, raw, len(pairs) - kept
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
 
 
 async def dead_letter(
@@ -34,19 +72,23 @@ async def dead_letter(
     reason: Literal["undecodable", "exhausted", "permanent"],
 ) -> str:
     """Write the dead-letter entry and ack the original in one transaction; returns the DLQ id."""
+    fields, raw_fields, dropped = preserved_fields(entry)
+    task_id = entry.task_id if is_task_id(entry.task_id) else ""  # a producer's junk never names a task
     letter = DeadLetter(
         stream=entry.stream,
         group=group,
         entry_id=entry.id,
-        fields=entry.fields,
+        fields=fields,
         attempts=len(errors),
         errors=errors,
         reason=reason,
         dead_at=now(),
-        task_id=entry.task_id,
+        task_id=task_id,
+        raw_fields=raw_fields,
+        dropped_fields=dropped,
     )
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dlq, {"type": "dead_letter", "task_id": entry.task_id, "payload": encode(letter)})
+        pipe.xadd(keys.dlq, {"type": "dead_letter", "task_id": task_id, "payload": encode(letter)})
         pipe.xack(entry.stream, group, entry.id)
         pipe.delete(keys.attempts(entry.stream, entry.id))
         results = await pipe.execute()
@@ -54,13 +96,21 @@ async def dead_letter(
 
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[str, DeadLetter]]:
-    rows = await redis.xrange(keys.dlq, count=count)
-    return [(entry_id, dead_letter_decoder.decode(fields["payload"])) for entry_id, fields in rows]
+    """The oldest dead letters; an entry someone else wrote to the DLQ that is not one is skipped."""
+    letters = [(entry.id, _letter(entry)) for entry in await wire.xrange(redis, keys.dlq, count=count)]
+    return [(dlq_id, letter) for dlq_id, letter in letters if letter is not None]
 
 
 async def get_dead(redis: Redis, keys: Keys, dlq_id: str) -> DeadLetter | None:
-    rows = await redis.xrange(keys.dlq, min=dlq_id, max=dlq_id)
-    return dead_letter_decoder.decode(rows[0][1]["payload"]) if rows else None
+    entries = await wire.xrange(redis, keys.dlq, dlq_id, dlq_id)
+    return _letter(entries[0]) if entries else None
+
+
+def _letter(entry: Entry) -> DeadLetter | None:
+    try:
+        return entry.decode(dead_letter_decoder)
+    except Undecodable:
+        return None
 
 
 async def replay(
@@ -74,11 +124,9 @@ async def replay(
     if letter is None:
         return None
     history = history_from_fields(letter.fields) + letter.errors
-    fields = {k: v for k, v in letter.fields.items() if not k.startswith(META_PREFIX)}
-    fields[HISTORY_FIELD] = _history_encoder.encode(history).decode()
-    fields[REPLAY_FIELD] = dlq_id
+    meta = [HISTORY_FIELD.encode(), _history_encoder.encode(history), REPLAY_FIELD.encode(), dlq_id.encode()]
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(letter.stream, fields)
+        pipe.execute_command("XADD", letter.stream, "*", *_original_fields(letter), *meta)
         pipe.xdel(keys.dlq, dlq_id)
         if also is not None:
             also(pipe, letter)

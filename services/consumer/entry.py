@@ -11,17 +11,30 @@ from services.consumer.errors import Undecodable
 from services.contracts import ErrorRecord
 
 T = TypeVar("T")
+RawPairs = list[tuple[bytes, bytes]]
 
 META_PREFIX = "_"  # fields the consumer adds (replay history); message decoders ignore them
+
+
+@dataclass(frozen=True, slots=True)
+class Defect:
+    """Why an entry's fields are not a message at all, whatever its type: `reason` is
+    `bad_encoding` (bytes that are not UTF-8) or `duplicate_field`."""
+
+    message: str
+    field: str
+    reason: str
 
 
 @dataclass(slots=True)
 class Entry:
     stream: str
     id: str
-    fields: dict[str, str]
+    fields: dict[str, str]  # undecodable bytes replaced; `raw` has the exact ones
     deliveries: int = 1
     history: list[ErrorRecord] = field(default_factory=list)
+    defect: Defect | None = None
+    raw: RawPairs | None = None  # every (name, value) as written, kept only for a defective entry
 
     @property
     def attempt(self) -> int:
@@ -38,6 +51,8 @@ class Entry:
 
     def decode(self, decoder: msgspec.json.Decoder[T]) -> T:
         """The `payload` field through `decoder`; raises Undecodable naming what is wrong."""
+        if self.defect is not None:
+            raise Undecodable(self.defect.message)
         payload = self.fields.get("payload")
         if payload is None:
             raise Undecodable("entry has no `payload` field")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import structlog
 from redis.asyncio import Redis
 
+from services.consumer import wire
 from services.consumer.entry import Entry
 from services.consumer.history import load_history, record_error
 from services.consumer.policy import ConsumerSettings
@@ -56,24 +57,24 @@ class GroupMember:
 
     async def autoclaim(self, cursor: str, count: int) -> tuple[str, list[Entry]]:
         """Entries idle past the lease, now ours, with their delivery counts and error history."""
-        cursor, rows, _deleted = await self.redis.xautoclaim(
-            self.stream, self.group, self.name, self.settings.lease_ms, start_id=cursor, count=count
+        cursor, claimed = await wire.xautoclaim(
+            self.redis, self.stream, self.group, self.name, self.settings.lease_ms, cursor, count
         )
-        return cursor, await self._with_history([(i, f) for i, f in rows if f is not None])
+        return cursor, await self._with_history(claimed)
 
-    async def _with_history(self, rows: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+    async def _with_history(self, claimed: list[Entry]) -> list[Entry]:
         """A delivery that left no error behind was lost with its consumer: it counts as a failed
         attempt, so an entry that kills every consumer is dead-lettered instead of looping."""
-        if not rows:
+        if not claimed:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, _ in rows:
-                pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+            for entry in claimed:
+                pipe.xpending_range(self.stream, self.group, min=entry.id, max=entry.id, count=1)
             pending = await pipe.execute()
         entries = []
-        for (entry_id, fields), info in zip(rows, pending, strict=True):
-            entry = Entry(self.stream, entry_id, fields, int(info[0]["times_delivered"]) if info else 1)
-            entry.history = await load_history(self.redis, self.keys.attempts(self.stream, entry_id))
+        for entry, info in zip(claimed, pending, strict=True):
+            entry.deliveries = int(info[0]["times_delivered"]) if info else 1
+            entry.history = await load_history(self.redis, self.keys.attempts(self.stream, entry.id))
             for _ in range(entry.deliveries - 1 - len(entry.history)):
                 await self.record(
                     entry,

@@ -24,8 +24,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.consumer import wire
 from services.consumer.consumer import Handler, Hooks, StreamConsumer, ensure_group
-from services.consumer.entry import Entry
 from services.consumer.policy import ConsumerSettings, backoff_delay
 from services.consumer.slots import Slots
 from services.keys import Keys
@@ -133,7 +133,7 @@ class PriorityConsumer:
                 newest = await self._claim_once()
                 failures = 0
                 if newest:
-                    await self.redis.xread(newest, count=1, block=self.settings.block_ms)
+                    await wire.xread(self.redis, newest, count=1, block_ms=self.settings.block_ms)
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # a stream or group deleted under us: recreate
                     for stream in self.streams:
@@ -148,14 +148,14 @@ class PriorityConsumer:
         order = self.order()
         keys = [self.streams[i] for i in order]
         count = max(1, min(self.settings.batch, self.slots.free))
-        reply = await self._claim(keys=keys, args=[self.group, self.name, count])
+        reply = await wire.run_script(self.redis, self._claim, keys, [self.group, self.name, count])
         found = int(reply[0])
         if not found:
-            return dict(zip(keys, reply[1:], strict=True))
+            return dict(zip(keys, map(wire.text, reply[1:]), strict=True))
         index = order[found - 1]
         stream = self.streams[index]
         rows = reply[1:]
-        entries = [Entry(stream, rows[i], _pairs(rows[i + 1])) for i in range(0, len(rows), 2)]
+        entries = [wire.to_entry(stream, rows[i], rows[i + 1]) for i in range(0, len(rows), 2)]
         self._turn += 1
         self.claimed[index] += len(entries)
         self.consumers[index].feed(entries)
@@ -167,7 +167,3 @@ class PriorityConsumer:
         log.warning("consumer.redis_error", where="read", error=str(exc), retry_in=round(delay, 2))
         await anyio.sleep(delay)
         return failures
-
-
-def _pairs(flat: list) -> dict:
-    return dict(zip(flat[::2], flat[1::2], strict=True))

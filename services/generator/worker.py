@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from services import metrics
 from services.consumer import Entry, Hooks
-from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, Retrying, job_decoder
+from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, Retrying, is_task_id, job_decoder
 from services.generator.gang import Gang, JobCancelled
 from services.generator.images import ImageLoader
 from services.generator.storage import Storage
@@ -148,8 +148,8 @@ class JobRunner:
         error = history[-1].error if history else reason
         attempts = sum(1 for r in history if r.kind != "handed_back")
         event = Failed(task_id=entry.task_id, error=error, attempts=attempts, error_type=reason)
-        if entry.task_id:
+        if is_task_id(entry.task_id):  # a malformed entry's task_id may be anything
             await self.tasks.finish(event, {"error": error, "attempts": attempts})
-        task = entry.fields.get("task", "") or self.keys.task_of(entry.stream)
+        task = self.keys.task_of(entry.stream)
         metrics.JOBS.labels(task, "failed").inc()
         log.error("job.failed", error=error, attempts=attempts, reason=reason)

@@ -32,9 +32,11 @@ class Door:
         return job
 
     async def accept(self, jobs: list[tuple[Job, str | None]], door: str) -> list[AcceptResult]:
-        results = await self.tasks.accept_many(jobs, self.settings.idempotency_ttl_s)
+        ttl = self.settings.idempotency_ttl_s
+        results = await self.tasks.accept_many(jobs, ttl, answer_once=door == "stream")
         for result in results:
-            metrics.REQUESTS.labels(door, "accepted" if result.created else "duplicate", "").inc()
+            outcome = "accepted" if result.created else "redelivered" if result.redelivered else "duplicate"
+            metrics.REQUESTS.labels(door, outcome, "").inc()
         return results
 
     async def run(self) -> None:

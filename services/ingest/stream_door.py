@@ -1,5 +1,7 @@
 """The stream door: requests the Go control plane XADDs to `wan22:requests` (group `ingest`).
-A malformed request becomes a `rejected` event (the requester must hear back) and is acked.
+A malformed request becomes a `rejected` event (the requester must hear back) and is acked;
+that includes an entry whose bytes are not UTF-8 text or that repeats a field. Every entry is
+answered once, also when it is delivered again after its consumer died before acking it.
 A whole read is validated in memory and accepted in one pipelined round trip."""
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class StreamDoor:
     def _prepare(self, entry: Entry) -> tuple[Job, str | None]:
         if sum(len(k) + len(v) for k, v in entry.fields.items()) > self.max_bytes:
             raise Invalid(f"request is larger than {self.max_bytes} bytes", None, "too_large")
+        if entry.defect is not None:
+            raise Invalid(entry.defect.message, entry.defect.field, entry.defect.reason)
         request = parse.from_fields(entry.message_fields)
         return self.door.prepare(request, entry.id, "stream"), request.idempotency_key
 
@@ -42,5 +46,7 @@ class StreamDoor:
         rejected = Rejected(
             task_id=raw_task_id, request_id=entry.id, error=exc.message, field=exc.field, reason=exc.reason
         )
-        await self.door.tasks.reject(rejected, record_state=is_task_id(raw_task_id))
+        ttl = self.door.settings.idempotency_ttl_s
+        if not await self.door.tasks.reject(rejected, record_state=is_task_id(raw_task_id), answer_ttl_s=ttl):
+            return  # a redelivery of an entry rejected before
         log.info("request.rejected", request_id=entry.id, error=exc.message, field=exc.field, reason=exc.reason)

@@ -34,7 +34,10 @@ async def test_bearer_auth(start_ingest):
 
 
 async def test_queue_full_is_429_and_rejected_queue_full(redis, start_ingest):
-    url = start_ingest(WAN22_MAX_QUEUE_LAG="3")
+    # Its own prefix: the module's other ingest processes read `wan22:requests` in the same group
+    # and would accept the entry this one must reject.
+    keys = Keys(prefix="queuefull")
+    url = start_ingest(WAN22_MAX_QUEUE_LAG="3", WAN22_PREFIX=keys.prefix)
     async with httpx.AsyncClient(base_url=url) as http:
         statuses = [(await http.post("/generate", json={"task": "demo", "prompt": "x"})).status_code for _ in range(3)]
         with anyio.fail_after(30):  # the lag is refreshed in the background every 0.5 s
@@ -42,8 +45,8 @@ async def test_queue_full_is_429_and_rejected_queue_full(redis, start_ingest):
                 await anyio.sleep(0.2)
     assert statuses == [202, 202, 202] and full.status_code == 429
     assert full.headers["retry-after"] and full.json()["reason"] == "queue_full"
-    entry_id = await redis.xadd(KEYS.requests, {"task": "demo", "prompt": "x"})
-    rejected = await wait_for_event(redis, "rejected", entry_id)
+    entry_id = await redis.xadd(keys.requests, {"task": "demo", "prompt": "x"})
+    rejected = await wait_for_event(redis, "rejected", entry_id, keys=keys)
     assert rejected["reason"] == "queue_full"
 
 

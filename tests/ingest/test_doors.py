@@ -25,14 +25,14 @@ CURL_BODY = {  # the original design's curl body, verbatim
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
 
 
-async def events_of(redis, kind: str) -> list[dict]:
-    return [json.loads(f["payload"]) | {"id": i} for i, f in await redis.xrange(KEYS.events) if f["type"] == kind]
+async def events_of(redis, kind: str, keys: Keys = KEYS) -> list[dict]:
+    return [json.loads(f["payload"]) | {"id": i} for i, f in await redis.xrange(keys.events) if f["type"] == kind]
 
 
-async def wait_for_event(redis, kind: str, request_id: str, timeout: float = 10.0) -> dict:
+async def wait_for_event(redis, kind: str, request_id: str, timeout: float = 10.0, keys: Keys = KEYS) -> dict:
     with anyio.fail_after(timeout):
         while True:
-            for event in await events_of(redis, kind):
+            for event in await events_of(redis, kind, keys):
                 if event.get("request_id") == request_id:
                     return event
             await anyio.sleep(0.02)

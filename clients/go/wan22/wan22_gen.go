@@ -190,17 +190,22 @@ type TaskState struct {
 	Worker     string            `json:"worker,omitempty"`
 }
 
-// DeadLetter: An entry that could not be processed, with everything needed to replay it.
+// DeadLetter: An entry that could not be processed, with everything needed to replay it. For an
+// entry whose fields were not UTF-8 text (or repeated a name), `fields` shows them with
+// undecodable bytes replaced and `raw_fields` keeps every field as written, which a replay writes
+// back. Fields past the first MiB are left out of both and counted in `dropped_fields`.
 type DeadLetter struct {
-	Attempts int64             `json:"attempts"`
-	DeadAt   float64           `json:"dead_at,omitempty"`
-	EntryID  string            `json:"entry_id"`
-	Errors   []ErrorRecord     `json:"errors,omitempty"`
-	Fields   map[string]string `json:"fields"`
-	Group    string            `json:"group"`
-	Reason   string            `json:"reason,omitempty"`
-	Stream   string            `json:"stream"`
-	TaskID   string            `json:"task_id,omitempty"`
+	Attempts      int64             `json:"attempts"`
+	DeadAt        float64           `json:"dead_at,omitempty"`
+	DroppedFields int64             `json:"dropped_fields,omitempty"`
+	EntryID       string            `json:"entry_id"`
+	Errors        []ErrorRecord     `json:"errors,omitempty"`
+	Fields        map[string]string `json:"fields"`
+	Group         string            `json:"group"`
+	RawFields     []RawField        `json:"raw_fields,omitempty"`
+	Reason        string            `json:"reason,omitempty"`
+	Stream        string            `json:"stream"`
+	TaskID        string            `json:"task_id,omitempty"`
 }
 
 // ErrorRecord: One failed delivery. `kind`: `error` (the handler raised), `lost` (its consumer
@@ -210,6 +215,12 @@ type ErrorRecord struct {
 	Attempt int64   `json:"attempt,omitempty"`
 	Error   string  `json:"error"`
 	Kind    string  `json:"kind,omitempty"`
+}
+
+// RawField: One field of a stream entry exactly as it was written, base64.
+type RawField struct {
+	NameB64  string `json:"name_b64"`
+	ValueB64 string `json:"value_b64"`
 }
 
 // Event is one lifecycle event on the events stream; its concrete type is one of the
