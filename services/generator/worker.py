@@ -144,11 +144,14 @@ class JobRunner:
         await self.tasks.retrying(event)
         log.warning("job.retrying", error=record.error, delay_s=round(delay, 2))
 
+    async def _is_task(self, task_id: str) -> bool:
+        return is_task_id(task_id) and bool(await self.redis.exists(self.keys.task(task_id)))
+
     async def on_dead(self, entry: Entry, history: list[ErrorRecord], reason: str) -> None:
         error = history[-1].error if history else reason
         attempts = sum(1 for r in history if r.kind != "handed_back")
         event = Failed(task_id=entry.task_id, error=error, attempts=attempts, error_type=reason)
-        if is_task_id(entry.task_id):  # a malformed entry's task_id may be anything
+        if await self._is_task(entry.task_id):  # a malformed entry's task_id may name no task
             await self.tasks.finish(event, {"error": error, "attempts": attempts})
         task = self.keys.task_of(entry.stream)
         metrics.JOBS.labels(task, "failed").inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import time
@@ -10,6 +11,8 @@ from urllib.parse import urlparse
 
 import anyio
 
+from services.consumer import list_dead
+from services.keys import GENERATOR_GROUP
 from services.tasks import TaskStore
 from tests.generator.helpers import (
     KEYS,
@@ -54,6 +57,30 @@ async def test_job_runs_on_the_gang_and_completes_once(redis, generator):
     [completed] = [event for kind, event in await events_for(redis, task_id) if kind == "completed"]
     assert (completed["width"], completed["height"], completed["frame_num"], completed["fps"]) == (64, 64, 5, 24)
     assert await pending(redis) == 0
+
+
+async def test_malformed_job_entries_are_dead_lettered_and_the_next_job_runs(redis, generator):
+    """A producer's bytes on any priority stream: dead-lettered as written, the gang keeps working."""
+    hostile = {
+        KEYS.jobs("demo", "high"): [b"type", b"job", b"task_id", b"t-bad", b"payload", b"\x00\xff not json"],
+        KEYS.jobs("demo"): [b"\xff", b"\xfe"],
+        KEYS.jobs("demo", "low"): [b"type", b"job", b"payload", b'{"task_id": 5}'],
+    }
+    for stream, flat in hostile.items():
+        await redis.execute_command("XADD", stream, "*", *flat)
+    task_id = await submit(redis, steps=2)
+    assert (await wait_status(redis, task_id, {"completed", "failed"}))["status"] == "completed"
+    with anyio.fail_after(30):
+        while len(letters := await list_dead(redis, KEYS)) < len(hostile):
+            await anyio.sleep(0.1)
+    by_stream = {letter.stream: letter for _, letter in letters}
+    assert set(by_stream) == set(hostile) and {d.reason for d in by_stream.values()} == {"undecodable"}
+    high = by_stream[KEYS.jobs("demo", "high")]
+    assert [base64.b64decode(f.value_b64) for f in high.raw_fields or []][-1] == b"\x00\xff not json"
+    assert await redis.exists(KEYS.task("t-bad")) == 0  # a malformed entry's task_id names no task
+    for stream in hostile:
+        assert int((await redis.xpending(stream, GENERATOR_GROUP))["pending"]) == 0
+    assert generator.proc.proc is not None and generator.proc.proc.poll() is None
 
 
 async def test_image_job_reports_the_size_that_follows_the_image(redis, generator):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 
 import anyio
 import pytest
 
+from services.consumer import list_dead
 from services.contracts import Completed, Failed, Rejected, Retrying, Started
+from services.keys import NOTIFIER_GROUP
 from services.notifier import dlq, store, subscriptions
 from services.notifier.signing import generate_secret
 from tests.notifier.conftest import SECRET, make_settings, publish, put_task, running, wait_until
@@ -206,11 +209,23 @@ async def test_an_undecodable_event_is_dead_lettered_and_the_rest_delivered(redi
     await put_task(redis, keys, "t9", receiver.url("/ok/x"))
     async with running(redis, make_settings(redis_url)):
         await redis.xadd(keys.events, {"type": "completed", "task_id": "t9", "payload": "{not json"})
+        flat = [b"type", b"completed", b"task_id", b"t9", b"payload", b"\x00\xff not json", b"\xff", b""]
+        await redis.execute_command("XADD", keys.events, "*", *flat)
         await publish(redis, keys, Completed(task_id="t9", video_url="v"))
         await wait_until(lambda: len(receiver.received()) == 1)
-        await wait_until(lambda: redis.xlen(keys.dlq))
-    [(_, fields)] = await redis.xrange(keys.dlq)
-    assert '"reason":"undecodable"' in fields["payload"]
+        await wait_until(lambda: _equals(redis.xlen(keys.dlq), 2))
+        await wait_until(lambda: _equals(_pending(redis, keys), 0))  # acks are batched
+    [(_, text), (_, binary)] = await list_dead(redis, keys)
+    assert text.reason == binary.reason == "undecodable" and text.raw_fields is None
+    assert [base64.b64decode(f.name_b64) for f in binary.raw_fields or []] == flat[::2]
+
+
+async def _equals(value, expected) -> bool:
+    return await value == expected
+
+
+async def _pending(redis, keys) -> int:
+    return int((await redis.xpending(keys.events, NOTIFIER_GROUP))["pending"])
 
 
 async def test_a_small_concurrency_keeps_claiming(redis, redis_url, keys, receiver):
