@@ -49,9 +49,30 @@ async def _timeline(redis: Redis, keys: Keys, state: TaskState) -> tuple[list[di
             scanned += 1
             if fields.get("task_id") == state.task_id and (item := _entry(entry_id, fields, default)) is not None:
                 entries.append(item)
-    entries.sort(key=lambda e: (e["at"], e["id"]))
+    entries.sort(key=_order(entries))
     truncated = len(entries) > TIMELINE_LIMIT or scanned >= 2 * EVENTS_SCAN
     return entries[:TIMELINE_LIMIT], truncated
+
+
+def _order(entries: list[dict[str, Any]]) -> Callable[[dict[str, Any]], tuple[float, str]]:
+    """Time order, except that an attempt's `started` comes before its progress: progress carries
+    the time a step ended, `started` the moment after step 1 when it was published."""
+    first_step: dict[int, float] = {}
+    for e in entries:
+        if e["type"] == "progress" and (n := _attempt(e)):
+            first_step[n] = min(first_step.get(n, e["at"]), e["at"])
+
+    def key(e: dict[str, Any]) -> tuple[float, str]:
+        if e["type"] == "started" and (n := _attempt(e)) in first_step:
+            return min(e["at"], first_step[n] - 1e-6), e["id"]
+        return e["at"], e["id"]
+
+    return key
+
+
+def _attempt(e: dict[str, Any]) -> int:
+    value = e.get("attempt")
+    return value if isinstance(value, int) else 0
 
 
 def _entry(entry_id: str, fields: dict[str, str], default: str) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ function lineChart(title, series, minutes, format = (v) => `${v}`) {
 }
 
 function renderCharts(data) {
+  window.wan22Charts = data;  // for end-to-end tests and the curious
   const m = data.minutes;
   const count = (v) => (Number.isInteger(v) ? `${v}` : v.toFixed(1));
   const counts = ["accepted", "completed", "failed"].map((k) => ({ name: k, values: data.counts[k] }));

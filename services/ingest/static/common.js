@@ -21,6 +21,9 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// replaceChildren() would print a null as "null": leave absent parts out.
+const present = (...nodes) => nodes.filter((n) => n !== null && n !== undefined);
+
 // The API's errors name the field and the reason: keep both for the form to point at.
 class ApiFailure extends Error {
   constructor(body, status) {

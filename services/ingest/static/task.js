@@ -99,18 +99,18 @@ function cancelButton(taskId, status) {
 function renderTask(taskId, detail) {
   const s = detail.state;
   const reload = () => showTask(taskId);
-  $("#task-head").replaceChildren(
+  $("#task-head").replaceChildren(...present(
     el("h2", {}, "Task ", el("code", { id: "task-id", text: taskId }), " ", el("span", { id: "task-status" }, statusBadge(s.status))),
-    el("div", { class: "meta", text: `${s.task} · created ${when(s.created_at)} · updated ${when(s.updated_at)}${s.worker ? ` · worker ${s.worker}` : ""}${s.error ? "" : ""}` }),
+    el("div", { class: "meta", text: `${s.task} · created ${when(s.created_at)} · updated ${when(s.updated_at)}${s.worker ? ` · worker ${s.worker}` : ""}` }),
     s.error ? el("p", { class: "error", text: s.error }) : null,
     TERMINAL.includes(s.status) ? null : el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${s.progress || 0}%` })),
-    el("div", { class: "actions" }, cancelButton(taskId, s.status), el("a", { href: "#", text: "← overview" })));
-  $("#task-body").replaceChildren(
+    el("div", { class: "actions" }, cancelButton(taskId, s.status), el("a", { href: "#", text: "← overview" }))));
+  $("#task-body").replaceChildren(...present(
     mediaOf(taskId, detail),
     el("h3", { text: "Parameters" }), paramsTable(detail.params),
     el("h3", { text: "Attempts" }), attemptsTable(detail.attempts),
     el("h3", { text: "Timeline" }), timelineList(detail.timeline, detail.timeline_truncated),
-    el("h3", { text: "Webhook deliveries" }), webhooksTable(detail.webhooks, reload));
+    el("h3", { text: "Webhook deliveries" }), webhooksTable(detail.webhooks, reload)));
 }
 
 async function showTask(taskId) {
