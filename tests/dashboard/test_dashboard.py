@@ -121,6 +121,13 @@ def full_page_screenshot(browser, name: str) -> None:
     assert (ARTIFACTS / name).stat().st_size > 10_000
 
 
+def click(browser, selector: str) -> None:
+    """Find and click in one script: the page re-renders its lists every few seconds, so an element
+    found in one call may be gone by the next."""
+    script = f"const b = document.querySelector({json.dumps(selector)}); if (b) b.click(); return Boolean(b)"
+    wait_js(browser, script, 10)
+
+
 def confirm(browser, accept: bool = True) -> str:
     """Answer the page's confirmation dialog; returns its message."""
     wait_js(browser, "return document.querySelector('#confirm').open", 10)
@@ -201,10 +208,10 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     with httpx.Client(base_url=url) as http:
         queued = http.post("/generate", json={"task": "t2v-A14B", "prompt": "never mind"}).json()["task_id"]
     browser.get(f"{url}/ui#task/{queued}")
-    wait_js(browser, "return document.querySelector('#cancel-task')", 10).click()
+    click(browser, "#cancel-task")
     confirm(browser, accept=False)
     assert redis.hget(KEYS.task(queued), "status") == "queued"
-    browser.find_element("id", "cancel-task").click()
+    click(browser, "#cancel-task")
     assert queued in confirm(browser)
     wait_js(browser, "return document.querySelector('#task-status').textContent === 'cancelled'", 10)
     assert redis.hget(KEYS.task(queued), "status") == "cancelled"
@@ -213,7 +220,7 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     # Replay a dead letter from the overview: back on its stream, its task queued again.
     dead_task, dlq_id = dead_letter_a_job(redis_server.url, url)
     browser.get(f"{url}/ui")
-    wait_js(browser, f"return document.querySelector('#dlq tr[data-dlq=\"{dlq_id}\"] button.replay')", 10).click()
+    click(browser, f'#dlq tr[data-dlq="{dlq_id}"] button.replay')
     confirm(browser)
     wait_js(browser, f"return !document.querySelector('#dlq tr[data-dlq=\"{dlq_id}\"]')", 10)
     replayed = [f for _, f in redis.xrange(KEYS.jobs("t2v-A14B")) if f.get("_replay_of") == dlq_id]
