@@ -109,8 +109,8 @@ class Dashboard:
                 seen.setdefault(fields["task_id"], None)
         return list(seen)
 
-    async def _recent_tasks(self, ids: list[str] | None = None, limit: int = 60) -> list[dict[str, Any]]:
-        ids = (await self._recent_ids())[:limit] if ids is None else ids
+    async def _recent_tasks(self, limit: int = 60) -> list[dict[str, Any]]:
+        ids = (await self._recent_ids())[:limit]
         states = await read_states(self.redis, self.keys, ids)
         return [self._task_row(states[i]) for i in ids if i in states]
 

@@ -21,11 +21,11 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.ingest.dashboard_read import DECODE_ERRORS, entry_ms, scan_since
+from services.ingest.dashboard_read import DECODE_ERRORS, entry_ms, scan_back
 from services.keys import GENERATOR_GROUP, Keys
 
 BUCKET_S = 60
-CHART_SCAN = 200_000  # entries read at most: the figures say `truncated` beyond it
+CHART_SCAN = 200_000  # entries read at most, newest first: the figures say `truncated` beyond it
 COUNTED = ("accepted", "completed", "failed", "cancelled", "rejected")
 
 
@@ -50,7 +50,6 @@ class _Window:
     accepted_at: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # first start in the window
     accepts: list[tuple[str, int]] = field(default_factory=list)  # (task id, minute)
-    departures: list[tuple[str, int]] = field(default_factory=list)  # first starts
     runs: list[tuple[int, float]] = field(default_factory=list)
     scanned: int = 0
 
@@ -62,7 +61,7 @@ async def charts(redis: Redis, keys: Keys, tasks: list[str], minutes: int, now: 
     end = time.time() if now is None else now
     w = _Window(start=end - minutes * BUCKET_S, minutes=minutes)
     w.counts = {kind: [0] * minutes for kind in COUNTED}
-    async for entry_id, fields in scan_since(redis, keys.events, int(w.start * 1000), CHART_SCAN):
+    async for entry_id, fields in scan_back(redis, keys.events, int(w.start * 1000), CHART_SCAN):
         w.scanned += 1
         _take(w, entry_id, fields)
     await _fill_unknown(redis, keys, w)
@@ -96,9 +95,8 @@ def _take(w: _Window, entry_id: str, fields: dict[str, str]) -> None:
         w.task_of[task_id], w.accepted_at[task_id] = lite.task, at
         w.accepts.append((task_id, w.minute(at)))
     elif kind == "started":
-        if task_id not in w.started and lite.attempt <= 1:
-            w.started[task_id] = at
-            w.departures.append((task_id, w.minute(at)))
+        if lite.attempt <= 1:  # the first attempt (a handed-back job starts it again: keep the first)
+            w.started[task_id] = min(w.started.get(task_id, at), at)
         return
     elif kind == "completed" and lite.duration_s > 0:
         w.runs.append((w.minute(at), lite.duration_s))
@@ -107,7 +105,7 @@ def _take(w: _Window, entry_id: str, fields: dict[str, str]) -> None:
 
 async def _fill_unknown(redis: Redis, keys: Keys, w: _Window) -> None:
     """Task type and accept time of tasks accepted before the window, from their hashes."""
-    unknown = list({t for t, _ in w.departures if t not in w.task_of})
+    unknown = [t for t in w.started if t not in w.task_of]
     if not unknown:
         return
     async with redis.pipeline(transaction=False) as pipe:
@@ -127,8 +125,8 @@ async def _depth_series(redis: Redis, keys: Keys, task: str, w: _Window) -> list
     delta = [0] * w.minutes  # accepts minus departures per minute
     for task_id, minute in w.accepts:
         delta[minute] += w.task_of.get(task_id) == task
-    for task_id, minute in w.departures:
-        delta[minute] -= w.task_of.get(task_id) == task
+    for task_id, at in w.started.items():
+        delta[w.minute(at)] -= w.task_of.get(task_id) == task
     depth, series = await waiting(redis, keys, task), [0] * w.minutes
     for minute in range(w.minutes - 1, -1, -1):
         series[minute] = max(depth, 0)

@@ -122,17 +122,32 @@ def _undecodable(entry_id: str, fields: dict[str, str], kind: str) -> dict[str, 
     }
 
 
-async def scan_since(redis: Redis, stream: str, since_ms: int, limit: int) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    """Entries of `stream` from `since_ms` on (ids are times), in chunks, at most `limit`."""
-    start, seen = f"{max(since_ms, 0)}-0", 0
+async def scan_since(
+    redis: Redis, stream: str, since_ms: int, limit: int, until_ms: int | None = None
+) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """Entries of `stream` from `since_ms` (to `until_ms`; ids are times), in chunks, at most `limit`."""
+    start, end, seen = f"{max(since_ms, 0)}-0", "+" if until_ms is None else str(until_ms), 0
     while seen < limit:
-        rows = await redis.xrange(stream, min=start, max="+", count=min(SCAN_CHUNK, limit - seen))
+        rows = await redis.xrange(stream, min=start, max=end, count=min(SCAN_CHUNK, limit - seen))
         for row in rows:
             yield row
         seen += len(rows)
         if len(rows) < SCAN_CHUNK:
             return
         start = "(" + rows[-1][0]
+
+
+async def scan_back(redis: Redis, stream: str, since_ms: int, limit: int) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """Entries of `stream` from now back to `since_ms`, newest first, at most `limit`."""
+    end, floor, seen = "+", f"{max(since_ms, 0)}-0", 0
+    while seen < limit:
+        rows = await redis.xrevrange(stream, max=end, min=floor, count=min(SCAN_CHUNK, limit - seen))
+        for row in rows:
+            yield row
+        seen += len(rows)
+        if len(rows) < SCAN_CHUNK:
+            return
+        end = "(" + rows[-1][0]
 
 
 def entry_ms(entry_id: str) -> int:

@@ -42,15 +42,19 @@ async def task_detail(redis: Redis, keys: Keys, task_id: str, file_url: Callable
 async def _timeline(redis: Redis, keys: Keys, state: TaskState) -> tuple[list[dict[str, Any]], bool]:
     """Lifecycle and progress entries of the task, oldest first, read from its creation on."""
     since = int(state.created_at * 1000) - SLACK_MS if state.created_at else 0
+    # A finished task has nothing after its last update: stop there instead of reading to now.
+    until = int(state.updated_at * 1000) + SLACK_MS if state.status in TERMINAL and state.updated_at else None
     entries: list[dict[str, Any]] = []
-    scanned = 0
+    truncated = False
     for stream, default in ((keys.events, ""), (keys.progress, "progress")):
-        async for entry_id, fields in scan_since(redis, stream, since, EVENTS_SCAN):
+        scanned = 0
+        async for entry_id, fields in scan_since(redis, stream, since, EVENTS_SCAN, until):
             scanned += 1
             if fields.get("task_id") == state.task_id and (item := _entry(entry_id, fields, default)) is not None:
                 entries.append(item)
+        truncated |= scanned >= EVENTS_SCAN
     entries.sort(key=_order(entries))
-    truncated = len(entries) > TIMELINE_LIMIT or scanned >= 2 * EVENTS_SCAN
+    truncated |= len(entries) > TIMELINE_LIMIT
     return entries[:TIMELINE_LIMIT], truncated
 
 
