@@ -44,7 +44,7 @@ class IngestService:
             batch_handler=stream_door.handle_batch,
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes, settings.lease_ms)
-        dashboard = Dashboard(self.api, redis, keys, models.names, settings.storage, settings.lease_ms)
+        dashboard = Dashboard(self.api, redis, keys, models, settings.storage, settings.lease_ms)
         self.app = build_app(self.api, dashboard.routes())
         self._server: httpserver.Server | None = None
 

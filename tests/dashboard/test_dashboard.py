@@ -1,17 +1,32 @@
-"""The dashboard end to end in headless Chromium (Debian's chromium, driven by selenium): submit a
-task from the page, watch its bar reach 100 %, see the video element load the result."""
+"""The dashboard end to end in headless Chromium (Debian's chromium, driven by selenium) against a
+real ingest, generator and redis-server: submit a task from the page, watch its bar reach 100 %,
+see the video element load the result; submit an image task with an uploaded file and follow it
+on its task page; cancel a task and replay a dead letter through the confirmation dialog."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
 import shutil
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+import redis as redis_sync
+from redis.exceptions import ResponseError
 
+from services.consumer import Entry, dead_letter
+from services.contracts import ErrorRecord, Failed, now
+from services.keys import GENERATOR_GROUP, Keys
+from services.redisconn import connect
+from services.tasks import TaskStore
 from tests.services_proc import ROOT
 
 ARTIFACTS = ROOT / ".artifacts"
+KEYS = Keys()
 
 
 @pytest.fixture
@@ -53,9 +68,15 @@ def wait_js(driver, script: str, timeout: float = 120.0):
     raise AssertionError(f"timed out waiting for: {script}")
 
 
-def test_submit_watch_progress_and_play_the_video(redis_server, start_generator, start_ingest, browser):
+@pytest.fixture(scope="module")
+def stack(start_generator, start_ingest) -> str:
+    """One generator and one ingest for the module: starting a gang is most of a test's time."""
     generator = start_generator()
-    url = start_ingest(WAN22_STORAGE=str(generator.storage))
+    return start_ingest(WAN22_STORAGE=str(generator.storage))
+
+
+def test_submit_watch_progress_and_play_the_video(stack, browser):
+    url = stack
     browser.get(f"{url}/ui")
     wait_js(browser, "return document.querySelectorAll('#task option').length > 0", 20)
     browser.execute_script("document.querySelector('#task').value = 'demo'")
@@ -81,3 +102,135 @@ def test_submit_watch_progress_and_play_the_video(redis_server, start_generator,
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert Path(ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def wait_until(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {check}")
+
+
+def full_page_screenshot(browser, name: str) -> None:
+    browser.execute_script("window.scrollTo(0, 0)")
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(height + 140, 6000))
+    browser.save_screenshot(str(ARTIFACTS / name))
+    assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+def click(browser, selector: str) -> None:
+    """Find and click in one script: the page re-renders its lists every few seconds, so an element
+    found in one call may be gone by the next."""
+    script = f"const b = document.querySelector({json.dumps(selector)}); if (b) b.click(); return Boolean(b)"
+    wait_js(browser, script, 10)
+
+
+def confirm(browser, accept: bool = True) -> str:
+    """Answer the page's confirmation dialog; returns its message."""
+    wait_js(browser, "return document.querySelector('#confirm').open", 10)
+    message = browser.find_element("id", "confirm-message").text
+    browser.find_element("id", "confirm-ok" if accept else "confirm-cancel").click()
+    wait_js(browser, "return !document.querySelector('#confirm').open", 10)
+    return message
+
+
+def dead_letter_a_job(redis_url: str, ingest_url: str) -> tuple[str, str]:
+    """A t2v job (no generator serves t2v here) failed and dead-lettered as a generator does it."""
+
+    async def run() -> tuple[str, str]:
+        redis = connect(redis_url)
+        try:
+            async with httpx.AsyncClient(base_url=ingest_url) as http:
+                body = {"task": "t2v-A14B", "prompt": "doomed"}
+                task_id = (await http.post("/generate", json=body)).json()["task_id"]
+            stream = KEYS.jobs("t2v-A14B")
+            with contextlib.suppress(ResponseError):
+                await redis.xgroup_create(stream, GENERATOR_GROUP, id="0")
+            [(_, rows)] = await redis.xreadgroup(GENERATOR_GROUP, "gen-t2v", {stream: ">"}, count=100)
+            entry_id, fields = next(row for row in rows if row[1]["task_id"] == task_id)
+            errors = [ErrorRecord(at=now(), error="model exploded", attempt=1)]
+            entry = Entry(stream, entry_id, fields)
+            dlq_id = await dead_letter(redis, KEYS, GENERATOR_GROUP, entry, errors, "exhausted")
+            await TaskStore(redis, KEYS).finish(Failed(task_id=task_id, error="model exploded"), {})
+            return task_id, dlq_id
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.support.ui import Select
+
+    url, redis = stack, redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    image = tmp_path / "input.png"
+    Image.new("RGB", (64, 64), (30, 140, 200)).save(image)
+
+    # Submit an image-to-video job with an uploaded file: it travels as a data: URL in the JSON body.
+    browser.get(f"{url}/ui")
+    wait_js(browser, "return document.querySelectorAll('#task option').length > 0", 20)
+    Select(browser.find_element("id", "task")).select_by_value("demo")
+    browser.find_element("id", "prompt").send_keys("a lighthouse at dusk")
+    browser.find_element("id", "seed").send_keys("42")
+    browser.find_element("id", "sample_steps").send_keys("3")
+    browser.find_element("id", "image").send_keys(str(image))
+    wait_js(browser, "return document.querySelector('#image-preview img')", 10)
+    browser.find_element("css selector", "#submit button[type=submit]").click()
+    task_id = wait_js(browser, "const a = document.querySelector('#submit-result a'); return a && a.textContent", 20)
+    [(_, job)] = redis.xrange(KEYS.jobs("demo"), min=redis.hget(KEYS.task(task_id), "queue_entry"), count=1)
+    payload = json.loads(job["payload"])
+    assert payload["task_id"] == task_id and (payload["seed"], payload["sample_steps"]) == (42, 3)
+    assert base64.b64decode(payload["image"].removeprefix("data:image/png;base64,")) == image.read_bytes()
+
+    # Its task page follows it to the end: timeline, attempts, the video.
+    browser.find_element("css selector", "#submit-result a").click()
+    wait_js(browser, f"return location.hash === '#task/{task_id}'", 5)
+    duration = wait_js(
+        browser,
+        "const v = document.querySelector('#task-video'); return v && v.readyState >= 1 && v.duration",
+        60,
+    )
+    assert duration > 0 and redis.hget(KEYS.task(task_id), "status") == "completed"
+    kinds = browser.execute_script(
+        "return [...document.querySelectorAll('#task-timeline li')].map((li) => li.dataset.type)"
+    )
+    assert kinds == ["accepted", "started", "progress", "completed"]
+    assert "42" in browser.find_element("id", "task-params").text
+    assert "completed" in browser.find_element("id", "task-attempts").text
+    full_page_screenshot(browser, "dashboard-task.png")
+
+    # Cancel a queued task from its page: "Back" leaves it alone, "Cancel task" cancels it.
+    with httpx.Client(base_url=url) as http:
+        queued = http.post("/generate", json={"task": "t2v-A14B", "prompt": "never mind"}).json()["task_id"]
+    browser.get(f"{url}/ui#task/{queued}")
+    click(browser, "#cancel-task")
+    confirm(browser, accept=False)
+    assert redis.hget(KEYS.task(queued), "status") == "queued"
+    click(browser, "#cancel-task")
+    assert queued in confirm(browser)
+    wait_js(browser, "return document.querySelector('#task-status').textContent === 'cancelled'", 10)
+    assert redis.hget(KEYS.task(queued), "status") == "cancelled"
+    assert any(f["task_id"] == queued and f["type"] == "cancelled" for _, f in redis.xrevrange(KEYS.events, count=50))
+
+    # Replay a dead letter from the overview: back on its stream, its task queued again.
+    dead_task, dlq_id = dead_letter_a_job(redis_server.url, url)
+    browser.get(f"{url}/ui")
+    click(browser, f'#dlq tr[data-dlq="{dlq_id}"] button.replay')
+    confirm(browser)
+    wait_js(browser, f"return !document.querySelector('#dlq tr[data-dlq=\"{dlq_id}\"]')", 10)
+    replayed = [f for _, f in redis.xrange(KEYS.jobs("t2v-A14B")) if f.get("_replay_of") == dlq_id]
+    assert [f["task_id"] for f in replayed] == [dead_task]
+    assert redis.hget(KEYS.task(dead_task), "status") == "queued"
+    assert redis.xrange(KEYS.dlq, min=dlq_id, max=dlq_id) == []
+
+    # The charts count the completed videos (this test's, and the module's other one when it ran).
+    script = "const c = window.wan22Charts; return c && c.counts.completed.reduce((a, b) => a + b)"
+    assert wait_js(browser, script, 20) >= 1
+    assert browser.find_elements("css selector", '#charts polyline[data-series="completed"]')
+    full_page_screenshot(browser, "dashboard-overview.png")
+    redis.close()

@@ -1,29 +1,9 @@
-// The dashboard: polls /ui/api/overview, follows /ui/api/stream (SSE) for live progress.
+// The overview and the page's routing: polls /ui/api/overview, follows /ui/api/stream (SSE) for
+// live progress, lists and filters tasks, and acts on dead letters.
 "use strict";
 
-const token = new URLSearchParams(location.hash.slice(1)).get("token") || localStorage.getItem("wan22-token") || "";
-if (token) localStorage.setItem("wan22-token", token);
-const auth = token ? { Authorization: `Bearer ${token}` } : {};
-const withToken = (url) => (token && url.startsWith("/") ? `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : url);
-const $ = (selector) => document.querySelector(selector);
 const progress = {};  // task id -> {percent, step, total, expert}
 window.wan22Progress = progress;  // for end-to-end tests and the curious
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value; else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { ...auth, ...(options.headers || {}) } });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
-  return body;
-}
 
 function renderGroups(groups) {
   const rows = [];
@@ -47,44 +27,82 @@ function bar(taskId, percent) {
   return el("div", { class: "bar" }, el("div", { class: "fill", id: `fill-${taskId}`, style: `width:${percent}%` }));
 }
 
-function renderTasks(tasks) {
+function renderRunning(tasks) {
   const running = tasks.filter((t) => ["queued", "running", "retrying"].includes(t.status));
   $("#running").replaceChildren(...running.map((t) => {
     const live = progress[t.task_id] || { percent: t.progress || 0, step: t.step, total: t.total };
     return el("div", { class: "task", id: `task-${t.task_id}`, "data-status": t.status },
-      el("code", { text: t.task_id }), bar(t.task_id, live.percent),
+      taskLink(t.task_id), bar(t.task_id, live.percent),
       el("span", { id: `label-${t.task_id}`, text: `${t.status} ${live.step || 0}/${live.total || "?"}` }));
   }));
-  const done = tasks.filter((t) => ["completed", "failed", "cancelled", "rejected"].includes(t.status));
+}
+
+function renderResults(tasks) {
+  const done = tasks.filter((t) => TERMINAL.includes(t.status));
   $("#results").replaceChildren(...done.slice(0, 24).map((t) => {
     const media = t.status === "completed" && t.video
-      ? el("video", { src: withToken(t.video), poster: withToken(t.poster), controls: "", muted: "", preload: "metadata", "data-task": t.task_id })
+      ? el("video", { src: withToken(t.video), poster: t.poster ? withToken(t.poster) : undefined, controls: "", muted: "", preload: "metadata", "data-task": t.task_id })
       : el("p", { class: "error", text: t.error || t.status });
-    return el("div", { class: `card ${t.status}`, id: `result-${t.task_id}` }, el("code", { text: t.task_id }),
+    return el("div", { class: `card ${t.status}`, id: `result-${t.task_id}` }, taskLink(t.task_id),
       el("div", { text: `${t.task} · ${t.status}` }), media);
   }));
 }
 
-function renderDeadLetters(letters) {
-  $("#dlq tbody").replaceChildren(...letters.map((d) => {
-    const button = el("button", { text: "replay" });
-    button.onclick = async () => { await api(`/ui/api/dlq/${d.id}/replay`, { method: "POST" }); refresh(); };
-    return el("tr", {}, el("td", { text: d.id }), el("td", { text: d.stream }), el("td", { text: d.task_id }),
-      el("td", { text: d.reason }), el("td", { text: d.attempts }), el("td", { class: "error", text: d.error }), el("td", {}, button));
-  }));
+// The task list: recent tasks, or those whose id starts with the search text, of one state.
+async function refreshTaskList() {
+  const params = new URLSearchParams({ limit: "100" });
+  if ($("#search").value.trim()) params.set("q", $("#search").value.trim());
+  if ($("#state").value) params.set("status", $("#state").value);
+  try {
+    const { tasks, matched } = await api(`/ui/api/tasks?${params}`);
+    $("#task-list tbody").replaceChildren(...tasks.map((t) => el("tr", { "data-task": t.task_id },
+      el("td", {}, taskLink(t.task_id)), el("td", { text: t.task }), el("td", {}, statusBadge(t.status)),
+      el("td", { text: `${Math.round(t.progress || 0)}%` }), el("td", { text: when(t.created_at) }),
+      el("td", { text: when(t.updated_at) }), el("td", { class: "error", text: t.error || "" }))));
+    $("#task-count").textContent = `${matched} matching`;
+    $("#search").classList.remove("invalid");
+  } catch (error) {
+    if (error.field === "q") $("#search").classList.add("invalid");
+    $("#task-count").textContent = error.message;
+  }
+}
+
+function deadLetterRow(d, kind) {
+  const base = kind === "jobs" ? "/ui/api/dlq" : "/ui/api/webhooks/dlq";
+  const replay = d.reason === "undecodable" ? null : el("button", { class: "replay", "data-dlq": d.id, text: "replay",
+    onclick: () => confirmed(`Replay dead letter ${d.id}${d.task_id ? ` of task ${d.task_id}` : ""}? It goes back onto ${d.stream} with a fresh attempt budget.`,
+      "Replay", async () => { await api(`${base}/${d.id}/replay`, { method: "POST" }); return `replayed ${d.id}`; }, refresh) });
+  const purge = el("button", { class: "purge danger", "data-dlq": d.id, text: "purge",
+    onclick: () => confirmed(`Delete dead letter ${d.id} for good?`, "Purge",
+      async () => `purged ${(await postJson(`${base}/purge`, { ids: [d.id] })).purged}`, refresh) });
+  return el("tr", { "data-dlq": d.id }, el("td", { text: d.id }), el("td", { text: d.stream }),
+    el("td", {}, d.task_id ? taskLink(d.task_id) : ""), el("td", { text: d.reason }), el("td", { text: d.attempts }),
+    el("td", { class: "error", text: d.error }), el("td", {}, replay, purge));
+}
+
+function renderDeadLetters(letters, hooks) {
+  $("#dlq tbody").replaceChildren(...letters.map((d) => deadLetterRow(d, "jobs")));
+  $("#webhook-dlq tbody").replaceChildren(...hooks.map((d) => deadLetterRow(d, "webhooks")));
+}
+
+function purgeAll(kind) {
+  const base = kind === "jobs" ? "/ui/api/dlq" : "/ui/api/webhooks/dlq";
+  return confirmed(`Delete every ${kind} dead letter for good?`, "Purge all",
+    async () => `purged ${(await postJson(`${base}/purge`, { all: true })).purged}`, refresh);
 }
 
 async function refresh() {
   try {
     const data = await api("/ui/api/overview");
-    const select = $("#task");
-    if (!select.options.length) select.replaceChildren(...data.task_types.map((t) => el("option", { value: t, text: t })));
+    fillTasks(data.task_specs);
     renderGroups(data.groups);
-    renderTasks(data.tasks);
-    renderDeadLetters(data.dead_letters);
+    renderRunning(data.tasks);
+    renderResults(data.tasks);
+    renderDeadLetters(data.dead_letters, data.webhook_dead_letters);
   } catch (error) {
     $("#live").textContent = `error: ${error.message}`;
   }
+  refreshTaskList();
 }
 
 function follow() {
@@ -98,24 +116,47 @@ function follow() {
     if (fill) fill.style.width = `${p.percent}%`;
     const label = document.getElementById(`label-${p.task_id}`);
     if (label) label.textContent = `running ${p.step}/${p.total} ${p.expert}`;
+    onTaskEntry(p.task_id);
   });
   for (const kind of ["accepted", "started", "retrying", "completed", "failed", "cancelled", "rejected"]) {
-    source.addEventListener(kind, () => refresh());
+    source.addEventListener(kind, (event) => {
+      refresh();
+      try { onTaskEntry(JSON.parse(event.data).task_id); } catch { /* not ours to judge */ }
+    });
   }
 }
 
-$("#submit").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  try {
-    const body = await api("/generate", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ task: $("#task").value, prompt: $("#prompt").value }) });
-    $("#submit-result").textContent = body.task_id;
-    refresh();
-  } catch (error) {
-    $("#submit-result").textContent = error.message;
+// #task/<id> shows one task; anything else the overview.
+function route() {
+  const match = location.hash.match(/^#task\/(.+)$/);
+  $("#overview-view").hidden = Boolean(match);
+  $("#task-view").hidden = !match;
+  if (match) {
+    showTask(decodeURIComponent(match[1]));
+  } else {
+    openTask = null;
   }
-});
+  window.scrollTo(0, 0);
+}
 
+$("#find").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = $("#search").value.trim();
+  if (location.hash.startsWith("#task/")) location.hash = "";
+  refreshTaskList().then(() => {
+    const rows = document.querySelectorAll("#task-list tbody tr");
+    if (q && rows.length === 1) location.hash = `#task/${rows[0].dataset.task}`;
+  });
+});
+$("#state").addEventListener("change", refreshTaskList);
+$("#purge-jobs").addEventListener("click", () => purgeAll("jobs"));
+$("#purge-webhooks").addEventListener("click", () => purgeAll("webhooks"));
+window.addEventListener("hashchange", route);
+
+route();
 refresh();
+refreshCharts();
 follow();
 setInterval(refresh, 3000);
+setInterval(refreshCharts, 15000);
+setInterval(() => { if (openTask && !TERMINAL.includes(openTask.status)) showTask(openTask.id); }, 2000);
