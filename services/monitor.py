@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from services.consumer import wire
 from services.keys import Keys
 
 
@@ -45,11 +46,11 @@ async def _xlen(redis: Redis, key: str) -> int:
 
 async def _stream(redis: Redis, stream: str, lease_ms: int) -> dict[str, Any] | None:
     try:
-        info = await redis.xinfo_stream(stream)
+        length, last_id = await wire.stream_length_and_last_id(redis, stream)
     except ResponseError:
         return None  # not created yet
     groups = [await _group(redis, stream, g, lease_ms) for g in await redis.xinfo_groups(stream)]
-    return {"stream": stream, "length": int(info["length"]), "last_id": info["last-generated-id"], "groups": groups}
+    return {"stream": stream, "length": length, "last_id": last_id, "groups": groups}
 
 
 async def _group(redis: Redis, stream: str, group: dict[str, Any], lease_ms: int) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from services import monitor
 from services.cli import common
 from services.cli.errors import CliError
-from services.consumer import get_dead, list_dead, purge
+from services.consumer import Undecodable, get_dead, list_dead, purge
+from services.contracts import DeadLetter
 from services.keys import Keys
 from services.models_config import load_models
 from services.settings import CommonSettings
@@ -118,11 +119,18 @@ def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+async def _dead_letter(redis: Redis, keys: Keys, dlq_id: str) -> DeadLetter | None:
+    try:
+        return await get_dead(redis, keys, dlq_id)
+    except Undecodable as exc:
+        raise CliError(str(exc), common.FAILED) from None
+
+
 def _show(args: argparse.Namespace) -> int:
     async def body(redis: Redis, keys: Keys, settings: CommonSettings) -> int:
         found = []
         for dlq_id in args.ids:
-            letter = await get_dead(redis, keys, dlq_id)
+            letter = await _dead_letter(redis, keys, dlq_id)
             if letter is None:
                 raise CliError(f"no dead letter {dlq_id}", common.NOT_FOUND)
             found.append({"id": dlq_id} | msgspec.to_builtins(letter))
@@ -142,7 +150,10 @@ def _replay(args: argparse.Namespace) -> int:
             ids += [i for i, d in await list_dead(redis, keys, count=100_000) if wanted is None or d.stream in wanted]
         store, replayed, missing = TaskStore(redis, keys), [], []
         for dlq_id in ids:
-            new_id = await store.replay_dead(dlq_id)
+            try:
+                new_id = await store.replay_dead(dlq_id)
+            except Undecodable as exc:
+                raise CliError(str(exc), common.FAILED) from None
             (replayed if new_id else missing).append({"id": dlq_id, "new_entry_id": new_id})
         text = (
             "\n".join(

@@ -102,8 +102,13 @@ async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[st
 
 
 async def get_dead(redis: Redis, keys: Keys, dlq_id: str) -> DeadLetter | None:
+    """The dead letter, None when there is none; Undecodable for an entry that is not one."""
     entries = await wire.xrange(redis, keys.dlq, dlq_id, dlq_id)
-    return _letter(entries[0]) if entries else None
+    if not entries:
+        return None
+    if (letter := _letter(entries[0])) is None:
+        raise Undecodable(f"{dlq_id} is not a dead letter the services wrote")
+    return letter
 
 
 def _letter(entry: Entry) -> DeadLetter | None:
@@ -119,7 +124,7 @@ async def replay(
     """Put a dead-lettered entry back on its origin stream with a fresh attempt budget (a new
     entry id) and its error history in `_history`; remove it from the DLQ. `also` adds commands to
     the same transaction (e.g. reopening the task). Returns the new id, or None when `dlq_id` is
-    not in the DLQ."""
+    not in the DLQ; Undecodable when the entry is not a dead letter."""
     letter = await get_dead(redis, keys, dlq_id)
     if letter is None:
         return None

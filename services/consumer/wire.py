@@ -119,6 +119,20 @@ async def xrevrange(
     return entries_of(stream, await raw_command(redis, *args))
 
 
+async def stream_length_and_last_id(redis: Redis, stream: str) -> tuple[int, str]:
+    """XINFO STREAM's length and last generated id (its reply also holds the first and last
+    entries, whatever bytes they hold); ResponseError when the stream does not exist."""
+    reply = await raw_command(redis, "XINFO", "STREAM", stream)
+    info = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    return int(info[b"length"]), text(info[b"last-generated-id"])
+
+
+def text_rows(entries: list[Entry]) -> list[tuple[str, dict[str, str]]]:
+    """(id, fields) of the entries that are plain text, as redis-py returns rows: for readers that
+    only show what the services wrote and skip whatever else someone put on a stream."""
+    return [(entry.id, entry.fields) for entry in entries if entry.defect is None]
+
+
 def _utf8(value: bytes) -> tuple[str, bool]:
     try:
         return value.decode(), True

@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from services import monitor
+from services.consumer import wire
 from services.contracts import is_task_id
 from services.follow import last_id
 from services.ingest.api import Api, json_response
@@ -104,7 +105,7 @@ class Dashboard:
     async def _recent_ids(self) -> list[str]:
         """Tasks seen in the latest lifecycle events, newest first."""
         seen: dict[str, None] = {}
-        for _, fields in await self.redis.xrevrange(self.keys.events, count=RECENT_EVENTS):
+        for _, fields in wire.text_rows(await wire.xrevrange(self.redis, self.keys.events, count=RECENT_EVENTS)):
             if fields.get("task_id"):
                 seen.setdefault(fields["task_id"], None)
         return list(seen)
@@ -179,13 +180,13 @@ class Dashboard:
                 self.keys.events: await last_id(self.redis, self.keys.events),
             }
             while True:
-                response = await self.redis.xread(cursors, block=15_000, count=500)
-                if not response:
+                read = await wire.xread(self.redis, cursors, count=500, block_ms=15_000)
+                if not read:
                     yield b": keepalive\n\n"
-                for stream, rows in response or ():
-                    for entry_id, fields in rows:
-                        cursors[stream] = entry_id
-                        yield frame(fields.get("type", "progress"), fields.get("payload", "{}"))
+                for entry in read:
+                    cursors[entry.stream] = entry.id
+                    if entry.defect is None:  # not written by the services
+                        yield frame(entry.fields.get("type", "progress"), entry.fields.get("payload", "{}"))
 
         return StreamingResponse(entries(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.consumer import wire
 from services.ingest.api import Api, json_response
 from services.ingest.api_error import ApiError
 from services.ingest.dashboard_read import DECODE_ERRORS, check_entry_id
@@ -100,7 +101,7 @@ async def _purge_request(request: Request) -> PurgeRequest:
 
 async def _purge_all(redis: Redis, stream: str) -> int:
     """Everything up to the newest entry now (letters that die meanwhile stay), in one command."""
-    newest = await redis.xrevrange(stream, count=1)
+    newest = wire.text_rows(await wire.xrevrange(redis, stream, count=1))
     if not newest:
         return 0
     ms, _, seq = newest[0][0].partition("-")

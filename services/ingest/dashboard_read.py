@@ -11,6 +11,8 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
+from services.consumer import wire
+from services.consumer.errors import Undecodable
 from services.contracts import TaskState, dead_letter_decoder, state_from_hash
 from services.ingest.api_error import ApiError
 from services.keys import Keys
@@ -20,7 +22,7 @@ log = structlog.get_logger("wan22.dashboard")
 
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 SCAN_CHUNK = 2_000
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError, ValueError)
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError, ValueError, Undecodable)
 _webhook_letter = msgspec.json.Decoder(WebhookDeadLetter)
 
 
@@ -61,7 +63,7 @@ async def job_dead_letters(redis: Redis, keys: Keys, count: int) -> list[dict[st
     """Dead-lettered jobs and events, oldest first; an entry that does not decode is listed as such
     (so it can still be purged) rather than failing the list."""
     rows = []
-    for entry_id, fields in await redis.xrange(keys.dlq, count=count):
+    for entry_id, fields in wire.text_rows(await wire.xrange(redis, keys.dlq, count=count)):
         try:
             d = dead_letter_decoder.decode(fields["payload"])
         except DECODE_ERRORS:
@@ -77,7 +79,7 @@ async def job_dead_letters(redis: Redis, keys: Keys, count: int) -> list[dict[st
 
 async def webhook_dead_letters(redis: Redis, keys: Keys, count: int) -> list[dict[str, Any]]:
     rows = []
-    for entry_id, fields in await redis.xrange(keys.webhook_dlq, count=count):
+    for entry_id, fields in wire.text_rows(await wire.xrange(redis, keys.webhook_dlq, count=count)):
         try:
             rows.append(webhook_letter_row(entry_id, _webhook_letter.decode(fields["payload"])))
         except DECODE_ERRORS:
@@ -128,26 +130,26 @@ async def scan_since(
     """Entries of `stream` from `since_ms` (to `until_ms`; ids are times), in chunks, at most `limit`."""
     start, end, seen = f"{max(since_ms, 0)}-0", "+" if until_ms is None else str(until_ms), 0
     while seen < limit:
-        rows = await redis.xrange(stream, min=start, max=end, count=min(SCAN_CHUNK, limit - seen))
-        for row in rows:
+        read = await wire.xrange(redis, stream, start, end, count=min(SCAN_CHUNK, limit - seen))
+        for row in wire.text_rows(read):
             yield row
-        seen += len(rows)
-        if len(rows) < SCAN_CHUNK:
+        seen += len(read)
+        if len(read) < SCAN_CHUNK:
             return
-        start = "(" + rows[-1][0]
+        start = "(" + read[-1].id
 
 
 async def scan_back(redis: Redis, stream: str, since_ms: int, limit: int) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """Entries of `stream` from now back to `since_ms`, newest first, at most `limit`."""
     end, floor, seen = "+", f"{max(since_ms, 0)}-0", 0
     while seen < limit:
-        rows = await redis.xrevrange(stream, max=end, min=floor, count=min(SCAN_CHUNK, limit - seen))
-        for row in rows:
+        read = await wire.xrevrange(redis, stream, end, floor, count=min(SCAN_CHUNK, limit - seen))
+        for row in wire.text_rows(read):
             yield row
-        seen += len(rows)
-        if len(rows) < SCAN_CHUNK:
+        seen += len(read)
+        if len(read) < SCAN_CHUNK:
             return
-        end = "(" + rows[-1][0]
+        end = "(" + read[-1].id
 
 
 def entry_ms(entry_id: str) -> int:

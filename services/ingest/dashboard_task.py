@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from services.consumer import wire
 from services.contracts import TERMINAL, Job, TaskState, dead_letter_decoder, job_decoder
 from services.ingest.dashboard_read import DECODE_ERRORS, entry_ms, read_state, scan_since
 from services.ingest.dashboard_webhooks import deliveries_of
@@ -128,12 +129,12 @@ async def _job_on_stream(redis: Redis, keys: Keys, state: TaskState) -> Job | No
     if not state.queue_entry or not state.task:
         return None
     stream = keys.jobs(state.task, state.priority or "normal")
-    rows = await redis.xrange(stream, min=state.queue_entry, max=state.queue_entry)
+    rows = wire.text_rows(await wire.xrange(redis, stream, state.queue_entry, state.queue_entry))
     return _decode_job(rows[0][1].get("payload", "")) if rows else None
 
 
 async def _job_in_dlq(redis: Redis, keys: Keys, task_id: str) -> Job | None:
-    for _, fields in await redis.xrevrange(keys.dlq, count=DLQ_SCAN):
+    for _, fields in wire.text_rows(await wire.xrevrange(redis, keys.dlq, count=DLQ_SCAN)):
         if fields.get("task_id") != task_id:
             continue
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from services.consumer import wire
 from services.ingest.dashboard_read import DECODE_ERRORS, decode_webhook_letter, webhook_letter_row
 from services.keys import Keys
 from services.notifier import store
@@ -74,7 +75,7 @@ def _row(entry_id: str, kind: str, target: str, url: str, delivery: str, values:
 
 async def _dead_letters(redis: Redis, keys: Keys, task_id: str) -> list[dict[str, Any]]:
     rows = []
-    for entry_id, fields in await redis.xrevrange(keys.webhook_dlq, count=DLQ_SCAN):
+    for entry_id, fields in wire.text_rows(await wire.xrevrange(redis, keys.webhook_dlq, count=DLQ_SCAN)):
         if fields.get("task_id") != task_id:
             continue
         letter = decode_webhook_letter(fields.get("payload", ""))

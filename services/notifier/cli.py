@@ -16,6 +16,7 @@ import anyio
 import msgspec
 
 from services import eventloop
+from services.consumer import Undecodable
 from services.egress import EgressRefused, check_literal_host
 from services.keys import Keys
 from services.notifier import dlq, subscriptions
@@ -213,7 +214,10 @@ async def _dlq_replay(redis: Any, keys: Keys, settings: NotifierSettings, args: 
         return 0
     missing = []
     for dlq_id in args.ids:
-        delivery = await dlq.replay(redis, keys, dlq_id)
+        try:
+            delivery = await dlq.replay(redis, keys, dlq_id)
+        except Undecodable as exc:
+            raise _fail(str(exc)) from None
         if delivery is None:
             missing.append(dlq_id)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 from redis.asyncio import Redis
 
+from services.consumer import Entry, Undecodable, wire
 from services.contracts import now
 from services.keys import Keys
 from services.notifier import store
@@ -33,17 +34,27 @@ async def dead_letter(redis: Redis, keys: Keys, c: Claimed, reason: str) -> str:
 
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 1000) -> list[tuple[str, WebhookDeadLetter]]:
-    rows = await redis.xrange(keys.webhook_dlq, count=count)
-    return [(entry_id, _decoder.decode(fields["payload"])) for entry_id, fields in rows]
+    """The oldest webhook dead letters; an entry someone else wrote there is skipped."""
+    letters = [(entry.id, _letter(entry)) for entry in await wire.xrange(redis, keys.webhook_dlq, count=count)]
+    return [(dlq_id, letter) for dlq_id, letter in letters if letter is not None]
+
+
+def _letter(entry: Entry) -> WebhookDeadLetter | None:
+    try:
+        return entry.decode(_decoder)
+    except Undecodable:
+        return None
 
 
 async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
     """Schedule the delivery again now with a fresh attempt budget and the same `webhook-id`
-    (receivers dedupe on it); remove it from the DLQ. None when `dlq_id` is not there."""
-    rows = await redis.xrange(keys.webhook_dlq, min=dlq_id, max=dlq_id)
-    if not rows:
+    (receivers dedupe on it); remove it from the DLQ. None when `dlq_id` is not there;
+    Undecodable when the entry is not a webhook dead letter."""
+    entries = await wire.xrange(redis, keys.webhook_dlq, dlq_id, dlq_id)
+    if not entries:
         return None
-    letter = _decoder.decode(rows[0][1]["payload"])
+    if (letter := _letter(entries[0])) is None:
+        raise Undecodable(f"{dlq_id} is not a webhook dead letter the notifier wrote")
     delivery = letter.delivery
     delivery.replays += 1
     key = keys.webhook_delivery(delivery.id)
@@ -58,12 +69,13 @@ async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
 
 async def replay_all(redis: Redis, keys: Keys) -> list[str]:
     """Replay everything dead-lettered up to now (not what dies while this runs)."""
-    newest = await redis.xrevrange(keys.webhook_dlq, count=1)
+    newest = await wire.xrevrange(redis, keys.webhook_dlq, count=1)
     if not newest:
         return []
-    replayed = []
-    while rows := await redis.xrange(keys.webhook_dlq, min="-", max=newest[0][0], count=500):
-        for dlq_id, _ in rows:
-            if await replay(redis, keys, dlq_id):
-                replayed.append(dlq_id)
+    replayed, start = [], "-"
+    while entries := await wire.xrange(redis, keys.webhook_dlq, start, newest[0].id, count=500):
+        for entry in entries:
+            if _letter(entry) is not None and await replay(redis, keys, entry.id):
+                replayed.append(entry.id)
+        start = "(" + entries[-1].id  # what is not a letter stays behind
     return replayed

@@ -167,6 +167,11 @@ async def test_task_page_errors_and_odd_data(redis, url):
         task_id = await submit(http)
         await redis.xadd(KEYS.events, {"type": "started", "task_id": task_id, "payload": "[1, 2"})
         await redis.xadd(KEYS.events, {"task_id": task_id})
+        for stream in (KEYS.events, KEYS.progress, KEYS.dlq, KEYS.webhook_dlq):  # bytes that are not text
+            await redis.execute_command("XADD", stream, "*", b"task_id", task_id.encode(), b"payload", b"\xff")
+        # charts of 30 minutes: the 60-minute figures are cached for the charts test
+        for path in ("/ui/api/charts?minutes=30", "/ui/api/tasks", f"/ui/api/tasks?q={task_id[:4]}"):
+            assert (await http.get(path)).status_code == 200, path
         detail = (await http.get(f"/ui/api/tasks/{task_id}")).json()
         assert [e["type"] for e in detail["timeline"]] == ["accepted"]
         assert detail["params"]["prompt"] == "a fox" and detail["attempts"] == []
