@@ -38,6 +38,7 @@ from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 from wan.sizing import condition_image, fit_to_image
 from wan.spec import ModelSpec, check_against_preset
 from wan.speedups import Speedups
+from wan.uneven import splits_unevenly, uneven_split
 
 __all__ = ["Cancelled", "GenerationInput", "ParallelContext", "StepInfo", "WanModel"]
 
@@ -127,8 +128,11 @@ class WanModel:
         pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
         accel.before_job(self._comps)
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
+        # Ulysses only (ring refuses such jobs in `_validate`): cut into shards one token apart.
+        uneven = splits_unevenly(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees.total)
         with torch.no_grad():
-            with self.offloader.job() if self.offloader else contextlib.nullcontext():
+            offload = self.offloader.job() if self.offloader else contextlib.nullcontext()
+            with offload, uneven_split(self._experts(), uneven):
                 latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
             if self.speedups.parallel_decode:  # every rank decodes its share of the tiles
                 par = self.parallel
@@ -147,6 +151,9 @@ class WanModel:
     @property
     def components(self) -> Components:
         return self._comps
+
+    def _experts(self) -> list[torch.nn.Module]:
+        return [t for t in (self._comps.transformer, self._comps.transformer_2) if t is not None]
 
     def _agree_on_input(self, inp: GenerationInput) -> GenerationInput:
         if self.parallel.is_main and inp.seed < 0:

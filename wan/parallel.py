@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from wan.job import ParallelContext
+from wan.uneven import OUTPUT, OutputGather, plan_without_output_gather
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,13 @@ def degrees(ctx: ParallelContext, heads: int, attention_backend: str | None) -> 
 
 
 def check_tokens(tokens: int, deg: Degrees) -> None:
-    """Refuse sequence lengths that do not split evenly: diffusers would otherwise fail mid-step."""
-    if deg.total > 1 and tokens % deg.total:
+    """Refuse what ring attention cannot split: its shards must be equal. Ulysses alone takes any
+    token count (`wan.uneven`)."""
+    if deg.ring > 1 and tokens % deg.total:
         raise ValueError(
             f"the video has {tokens} transformer tokens (latent frames x latent height/2 x latent width/2), "
-            f"which does not divide by the {deg.total} sequence-parallel ranks; pick another size or frame count"
+            f"which does not divide by the {deg.total} sequence-parallel ranks; ring attention needs equal "
+            "shards: pick another size or frame count, or run Ulysses only (ulysses_degree = world size)"
         )
 
 
@@ -79,7 +82,9 @@ def enable_context_parallel(model: nn.Module, deg: Degrees, device: torch.device
         mesh=mesh,
     )
     with _accelerator_count_at_least_one():
-        model.enable_parallelism(config=config)
+        model.enable_parallelism(config=config, cp_plan=plan_without_output_gather(model._cp_plan))
+    # Our gather, not diffusers': it also takes the unequal shards of an uneven job over gloo.
+    model.get_submodule(OUTPUT).register_forward_hook(OutputGather(model._parallel_config.context_parallel_config))
 
 
 def shard_fsdp(model: nn.Module, blocks: nn.ModuleList, device: torch.device) -> None:

@@ -16,6 +16,7 @@ import torch
 from tests.wan.support import tiny_input, tiny_preset
 from wan.cli_generate import rank_main
 from wan.distributed import destroy_group, init_group
+from wan.job import GenerationInput
 from wan.model import Cancelled, WanModel
 from wan.speedups import Speedups, StepCacheSpec
 
@@ -32,7 +33,6 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
             _save(out, name, rank, model.generate(tiny_input(task)), {})
         ctx.fsdp = False
         ti2v = WanModel.load(root / "ti2v-5B", tiny_preset("ti2v-5B"), parallel=ctx)
-        _refusal(ti2v, out, rank)
         # Rank 1 is handed a different prompt and seed: rank 0's input must win on every rank.
         inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
         _save(out, "ti2v", rank, ti2v.generate(inp), {})
@@ -52,14 +52,32 @@ def _save(out: Path, name: str, rank: int, frames: np.ndarray | None, info: dict
     (out / f"{name}.rank{rank}.json").write_text(json.dumps(info))
 
 
-def _refusal(model: WanModel, out: Path, rank: int) -> None:
-    # 9 frames at 32*32 on ti2v: 3 latent frames x 1 x 1 = 3 tokens, which 2 ranks cannot split.
+# Jobs whose token count (latent frames x latent height/2 x latent width/2) is odd, so 2 ranks
+# cannot split it evenly: 3 x 3 x 3 = 27 tokens for the A14B models, 3 x 1 x 1 = 3 for ti2v-5B.
+UNEVEN_JOBS: dict[str, tuple[str, dict]] = {
+    "t2v": ("t2v-A14B", {"size": (48, 48), "frame_num": 9}),
+    "i2v": ("i2v-A14B", {"size": (48, 48), "frame_num": 9}),  # the square image keeps 48*48
+    "ti2v": ("ti2v-5B", {"size": (32, 32), "frame_num": 9}),
+}
+
+
+def uneven_input(name: str) -> GenerationInput:
+    task, overrides = UNEVEN_JOBS[name]
+    return tiny_input(task, **overrides)
+
+
+def run_uneven(rank: int, world_size: int, port: int, payload: dict) -> None:
+    """Each job of `UNEVEN_JOBS` on Ulysses over every rank, then an even job on the same model."""
+    torch.set_num_threads(1)
+    root, out = Path(payload["root"]), Path(payload["out"])
+    ctx = init_group("127.0.0.1", port, rank, world_size)
     try:
-        model.generate(replace(tiny_input("ti2v-5B"), width=32, height=32, frame_num=9))
-        error = ""
-    except ValueError as exc:
-        error = str(exc)
-    _save(out, "refusal", rank, None, {"error": error})
+        for name, (task, _) in UNEVEN_JOBS.items():
+            model = WanModel.load(root / task, tiny_preset(task), parallel=ctx)
+            _save(out, f"uneven_{name}", rank, model.generate(uneven_input(name)), {})
+        _save(out, "even_after_uneven", rank, model.generate(tiny_input("ti2v-5B")), {})
+    finally:
+        destroy_group()
 
 
 def _cancel(model: WanModel, out: Path, rank: int) -> None:
