@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 OUTPUT = "proj_out"  # the module whose output diffusers' Wan plan gathers (tokens on dim 1)
@@ -58,9 +57,16 @@ class OutputGather:
 
     def __call__(self, module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
         group = self.config._flattened_mesh.get_group()
-        if not self.config.ulysses_anything:  # equal shards: what diffusers' own gather does
-            return funcol.all_gather_tensor(output.contiguous(), TOKEN_DIM, group)
-        return gather_unequal(output, TOKEN_DIM, group)
+        if self.config.ulysses_anything:
+            return gather_unequal(output, TOKEN_DIM, group)
+        return gather_equal(output, TOKEN_DIM, group)
+
+
+def gather_equal(x: torch.Tensor, dim: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """Concatenate every rank's `x` along `dim`, all of one shape (what diffusers' own gather does)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts, dim=dim)
 
 
 def gather_unequal(x: torch.Tensor, dim: int, group: dist.ProcessGroup) -> torch.Tensor:
@@ -68,9 +74,7 @@ def gather_unequal(x: torch.Tensor, dim: int, group: dist.ProcessGroup) -> torch
     zero-padded to the longest, gathered, and cut back to its own length."""
     lengths = _lengths(x.shape[dim], x.device, group)
     longest = max(lengths)
-    padded = pad_to(x, dim, longest).contiguous()
-    parts = [torch.empty_like(padded) for _ in lengths]
-    dist.all_gather(parts, padded, group=group)
+    parts = gather_equal(pad_to(x, dim, longest), dim, group).split(longest, dim=dim)
     return torch.cat([part.narrow(dim, 0, n) for part, n in zip(parts, lengths, strict=True)], dim=dim)
 
 

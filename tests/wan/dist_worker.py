@@ -6,12 +6,15 @@ Each scenario writes what this rank saw to `<out>/<scenario>.rank<R>.json` (and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from tests.wan.support import tiny_input, tiny_preset
 from wan.cli_generate import rank_main
@@ -19,6 +22,7 @@ from wan.distributed import destroy_group, init_group
 from wan.job import GenerationInput
 from wan.model import Cancelled, WanModel
 from wan.speedups import Speedups, StepCacheSpec
+from wan.uneven import gather_unequal
 
 
 def run(rank: int, world_size: int, port: int, payload: dict) -> None:
@@ -74,10 +78,32 @@ def run_uneven(rank: int, world_size: int, port: int, payload: dict) -> None:
     try:
         for name, (task, _) in UNEVEN_JOBS.items():
             model = WanModel.load(root / task, tiny_preset(task), parallel=ctx)
-            _save(out, f"uneven_{name}", rank, model.generate(uneven_input(name)), {})
+            with _shard_lengths(model) as lengths:
+                frames = model.generate(uneven_input(name))
+            _save(out, f"uneven_{name}", rank, frames, {"shard_tokens": sorted(set(lengths))})
         _save(out, "even_after_uneven", rank, model.generate(tiny_input("ti2v-5B")), {})
+        _save(out, "gather", rank, None, {"gathered": _gather_unequal_shards(rank).tolist()})
     finally:
         destroy_group()
+
+
+@contextlib.contextmanager
+def _shard_lengths(model: WanModel) -> Iterator[list[int]]:
+    """The token counts this rank's second block sees (the first one's input is split by diffusers)."""
+    lengths: list[int] = []
+    experts = [t for t in (model.components.transformer, model.components.transformer_2) if t is not None]
+    hooks = [e.blocks[1].register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[1])) for e in experts]
+    try:
+        yield lengths
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _gather_unequal_shards(rank: int) -> torch.Tensor:
+    # Rank 0 holds tokens 0..2, rank 1 tokens 3..4 (two channels each).
+    shard = torch.arange(10, dtype=torch.float32).view(1, 5, 2)[:, (0, 3)[rank] : (3, 5)[rank]]
+    return gather_unequal(shard, 1, dist.group.WORLD)
 
 
 def _cancel(model: WanModel, out: Path, rank: int) -> None:
