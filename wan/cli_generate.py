@@ -114,8 +114,12 @@ def _check_sequence_split(job: LocalJob, world_size: int) -> None:
     multiple = job.preset.size_multiple
     inp = fit_to_image(job.inp, job.preset.kind, job.preset.vae_stride, job.preset.patch_size)
     tokens = ((inp.frame_num - 1) // 4 + 1) * (inp.width // multiple) * (inp.height // multiple)
-    if tokens % world_size:
-        raise ValueError(f"{tokens} transformer tokens do not split over {world_size} ranks; change size or frames")
+    # Ulysses alone takes any token count (wan.uneven); ring attention needs equal shards.
+    if world_size > ulysses and tokens % world_size:
+        raise ValueError(
+            f"{tokens} transformer tokens do not split over {world_size} ranks, which ring attention needs; "
+            "change size or frames, or run Ulysses only (--ulysses-degree = world size)"
+        )
 
 
 def _open_image(path: Path | None):

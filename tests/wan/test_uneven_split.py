@@ -89,3 +89,14 @@ def test_only_the_output_gather_leaves_the_plan() -> None:
     assert plan_without_output_gather(plan) == {name: entry for name, entry in plan.items() if name != "proj_out"}
     with pytest.raises(RuntimeError, match="proj_out"):
         plan_without_output_gather({"rope": plan["rope"]})
+
+
+def test_cli_refuses_an_uneven_job_only_with_ring(tiny_root: Path, tmp_path: Path) -> None:
+    from tests.wan.support import cli_args
+    from wan.cli_generate import _check_sequence_split, _job_from_args
+
+    argv = ["generate", "--task", "t2v-A14B", "--ckpt", str(tiny_root / "t2v-A14B"), "--prompt", "snow"]
+    argv += ["--size", "48*48", "--frames", "9", "--out", str(tmp_path / "out.npy")]  # 27 tokens
+    _check_sequence_split(_job_from_args(cli_args(*argv)), world_size=2)  # Ulysses 2
+    with pytest.raises(ValueError, match="ring attention"):
+        _check_sequence_split(_job_from_args(cli_args(*argv, "--ulysses-degree", "2")), world_size=4)
