@@ -71,7 +71,8 @@ def uneven_input(name: str) -> GenerationInput:
 
 
 def run_uneven(rank: int, world_size: int, port: int, payload: dict) -> None:
-    """Each job of `UNEVEN_JOBS` on Ulysses over every rank, then an even job on the same model."""
+    """Each job of `UNEVEN_JOBS` on Ulysses over every rank, an even job on the same model, t2v's
+    uneven job with FSDP, and a gather of unequal shards."""
     torch.set_num_threads(1)
     root, out = Path(payload["root"]), Path(payload["out"])
     ctx = init_group("127.0.0.1", port, rank, world_size)
@@ -82,6 +83,9 @@ def run_uneven(rank: int, world_size: int, port: int, payload: dict) -> None:
                 frames = model.generate(uneven_input(name))
             _save(out, f"uneven_{name}", rank, frames, {"shard_tokens": sorted(set(lengths))})
         _save(out, "even_after_uneven", rank, model.generate(tiny_input("ti2v-5B")), {})
+        ctx.fsdp = True  # parameters sharded as well: the uneven split is about tokens only
+        fsdp = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx)
+        _save(out, "uneven_t2v_fsdp", rank, fsdp.generate(uneven_input("t2v")), {})
         _save(out, "gather", rank, None, {"gathered": _gather_unequal_shards(rank).tolist()})
     finally:
         destroy_group()

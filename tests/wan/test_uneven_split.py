@@ -53,6 +53,11 @@ def test_even_job_after_an_uneven_one_matches_one_process(two_ranks: Path, tiny_
     np.testing.assert_allclose(np.load(two_ranks / "even_after_uneven.npy"), reference, rtol=0, atol=ATOL)
 
 
+def test_odd_token_count_with_fsdp_matches_one_process(two_ranks: Path, tiny_models: dict) -> None:
+    reference = tiny_models["t2v-A14B"].generate(uneven_input("t2v"))
+    np.testing.assert_allclose(np.load(two_ranks / "uneven_t2v_fsdp.npy"), reference, rtol=0, atol=ATOL)
+
+
 def test_unequal_shards_gather_in_rank_order(two_ranks: Path) -> None:
     expected = np.arange(10, dtype=np.float32).reshape(1, 5, 2).tolist()
     assert [seen["gathered"] for seen in _seen(two_ranks, "gather")] == [expected, expected]
