@@ -5,15 +5,19 @@ loop or reclaim; it is dead-lettered with its exact bytes, which a replay writes
 from __future__ import annotations
 
 import base64
+import random
 
 import anyio
 import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.consumer import ConsumerSettings, Entry, StreamConsumer, list_dead, replay, wire
 from services.consumer.priority import PriorityConsumer
 from services.contracts import Completed, TaskState, encode, state_to_hash
 from services.follow import follow
 from services.keys import Keys
+from services.redisconn import connect
 from tests.spine.test_consumer import FAST, GROUP, STREAM, wait_until
 
 RawEntry = list[tuple[bytes, bytes]]
@@ -143,3 +147,44 @@ async def test_a_follower_skips_entries_that_are_not_text(redis):
 
 async def _true(seen: list[str]) -> bool:
     return bool(seen)
+
+
+JOB_STREAMS = [f"{STREAM}:high", STREAM, f"{STREAM}:low"]
+raw_job_entries = st.lists(
+    st.tuples(
+        st.sampled_from([b"type", b"task_id", b"payload"]) | st.binary(max_size=10),
+        st.sampled_from([b"job", b"t-1", b"{}", b"\x00\xff"]) | st.binary(max_size=40),
+    ),
+    min_size=1,
+    max_size=5,
+)
+job_bursts = st.lists(st.tuples(st.sampled_from(JOB_STREAMS), raw_job_entries | st.just(GOOD)), min_size=1, max_size=40)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(burst=job_bursts)
+async def test_fuzzed_job_entries_on_every_priority_are_handled_or_dead_lettered_once(redis_server, burst):
+    redis = connect(redis_server.url)
+    keys = Keys(prefix=f"fuzz{random.getrandbits(32)}")
+    try:
+        ids = [await xadd_raw(redis, stream, fields) for stream, fields in burst]
+        handled: list[Entry] = []
+        # A long lease: a redelivery under load (at least once) would make the count inexact.
+        settings_ = ConsumerSettings(lease_ms=10_000, block_ms=50, backoff_base_s=0.02)
+        consumer = PriorityConsumer(redis, keys, JOB_STREAMS, GROUP, "g1", handler(handled), settings_)
+        good = sum(1 for _, fields in burst if fields == GOOD)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.run)
+            await wait_until(lambda: _dead_and_handled_count(redis, keys, len(burst) - good, handled, good), 30)
+            consumer.stop()
+        dead = [letter.entry_id for _, letter in await list_dead(redis, keys, count=1000)]
+        assert sorted(dead + [entry.id for entry in handled]) == sorted(ids)
+        for stream in JOB_STREAMS:
+            assert int((await redis.xpending(stream, GROUP))["pending"]) == 0
+    finally:
+        await redis.delete(*JOB_STREAMS, keys.dlq)
+        await redis.aclose()
+
+
+async def _dead_and_handled_count(redis, keys, dead: int, handled: list[Entry], good: int) -> bool:
+    return await redis.xlen(keys.dlq) == dead and len(handled) == good
