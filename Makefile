@@ -13,6 +13,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check services wan tests bench
 	$(VENV)/bin/ruff format --check services wan tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	@bash scripts/bootstrap.sh test

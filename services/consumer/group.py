@@ -4,6 +4,7 @@ reclaiming entries of dead consumers, forgetting consumers that are gone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -39,7 +40,7 @@ class GroupMember:
     async def extend(self, ids: list[str]) -> set[str]:
         """Reset the idle time of entries in progress (XCLAIM JUSTID: no delivery counted);
         returns the ones another consumer has taken meanwhile."""
-        kept = await self.redis.xclaim(self.stream, self.group, self.name, 0, ids, justid=True)
+        kept = await self.redis.xclaim(self.stream, self.group, self.name, 0, list[Any](ids), justid=True)
         return set(ids) - set(kept)
 
     async def hand_back(self) -> int:
@@ -48,7 +49,7 @@ class GroupMember:
         rows = await self.redis.xpending_range(
             self.stream, self.group, min="-", max="+", count=10_000, consumername=self.name
         )
-        ids = [row["message_id"] for row in rows]
+        ids: list[Any] = [row["message_id"] for row in rows]
         if ids:
             await self.redis.xclaim(
                 self.stream, self.group, self.name, 0, ids, idle=self.settings.lease_ms + 1, justid=True

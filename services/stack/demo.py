@@ -50,8 +50,8 @@ async def _one_video(stack: Stack, prompt: str) -> int:
     finally:
         await redis.aclose()
     if code == 0:
-        _say(f"video:     {_path(state['video_url'])}")
-        _say(f"poster:    {_path(state['poster_url'])}")
+        _say(f"video:     {_path(str(state['video_url']))}")
+        _say(f"poster:    {_path(str(state['poster_url']))}")
         _say(f"dashboard: {stack.api_url}/ui  (while `wan22 up` runs)")
         _say(f"done in {time.monotonic() - started:.0f} s")
     return code
