@@ -140,6 +140,20 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values) * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms   (n={len(values)})"
 
 
+def gang_seconds(metrics_url: str) -> tuple[float, float]:
+    """The generator's busy and hand-over seconds so far (its Prometheus counters)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    busy = handover = 0.0
+    for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=5).text):
+        for sample in family.samples:
+            if sample.name == "wan22_gang_busy_seconds_total":
+                busy += sample.value
+            elif sample.name == "wan22_gang_handover_seconds_sum":
+                handover += sample.value
+    return busy, handover
+
+
 def idle_fraction(spans: list[tuple[float, float]]) -> float:
     """Gang idle time between back-to-back jobs over the run: generate() start (first step's time
     less its elapsed) to the last step of each job, from rank 0's progress entries."""
@@ -166,28 +180,35 @@ async def measure_idle(redis_url: str, env: dict[str, str], args: argparse.Names
     figures = {}
     try:
         for in_flight in (1, 2):
-            proc, _ = start_generator(env | storage, progress=True, log=log, WAN22_JOBS_IN_FLIGHT=str(in_flight))
+            proc, ready = start_generator(env | storage, progress=True, log=log, WAN22_JOBS_IN_FLIGHT=str(in_flight))
+            metrics_url = ready.replace("/readyz", "/metrics")
             try:
                 await run_jobs(redis, [job(-3, 2)], spaced=True)  # warm-up
+                before = gang_seconds(metrics_url)
                 jobs = [job(i, args.idle_steps) for i in range(args.idle_jobs)]
                 timings = await run_jobs(redis, jobs, spaced=False)
                 spans = await _spans(redis, [j.task_id for j in jobs])
+                busy, handover = (b - a for a, b in zip(before, gang_seconds(metrics_url), strict=True))
             finally:
                 proc.terminate()
                 proc.wait()
             denoise = statistics.mean(end - start for start, end in spans)
             wall = max(t["completed_at"] for t in timings) - min(start for start, _ in spans)
-            figures[in_flight] = (idle_fraction(spans), denoise, wall)
+            figures[in_flight] = (idle_fraction(spans), handover / (busy + handover), denoise, wall)
     finally:
         await redis.aclose()
         s3.stop()
     print(f"back-to-back jobs, {args.idle_steps} steps, uploads of {args.upload_delay:g} s each:")
     for in_flight, name in ((1, "sequential (1 job in flight)"), (2, "pipelined (2 jobs in flight)")):
-        idle, denoise, wall = figures[in_flight]
+        idle, handover, denoise, wall = figures[in_flight]
         print(
-            f"  {name:<29} gang idle ÷ job time {100 * idle:5.1f} %   "
+            f"  {name:<29} gang idle ÷ job time {100 * idle:5.1f} %   hand-over {100 * handover:5.2f} %   "
             f"denoise {denoise:.2f} s/job   {args.idle_jobs} jobs in {wall:.1f} s"
         )
+    print(
+        "  (idle: last step to the next job's start, decode on rank 0 included; hand-over: decoded\n"
+        "   frames to the next job's start, no rank working: wan22_gang_handover_seconds / busy + it)"
+    )
 
 
 async def measure(redis_url: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> None:

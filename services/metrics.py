@@ -25,6 +25,15 @@ JOB_SECONDS = Histogram(
 STEP_SECONDS = Histogram(
     "wan22_step_seconds", "Denoising step time", ["task"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60)
 )
+GANG_BUSY_SECONDS = Counter(
+    "wan22_gang_busy_seconds", "Time the gang spent generating (rank 0: text encoding to decoded frames)", ["task"]
+)
+GANG_HANDOVER_SECONDS = Histogram(
+    "wan22_gang_handover_seconds",
+    "From one job's decoded frames to the start of the next job that was already queued (no rank works)",
+    ["task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+)
 MODEL_LOAD_SECONDS = Gauge("wan22_model_load_seconds", "Time to load the resident model", ["task"])
 GANG_REBUILDS = Counter("wan22_gang_rebuilds_total", "Gangs torn down and rebuilt", ["task"])
 WEBHOOK_DELIVERIES = Counter("wan22_webhook_deliveries_total", "Webhook attempts by outcome", ["outcome"])

@@ -24,6 +24,7 @@ from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, R
 from services.generator.gang import Gang, JobCancelled
 from services.generator.images import ImageLoader
 from services.generator.storage import Storage
+from services.generator.utilization import GangUtilization
 from services.keys import Keys
 from services.queueinfo import record_run
 from services.tasks import TaskStore
@@ -47,6 +48,7 @@ class JobRunner:
         self.storage, self.images, self.worker = storage, images, worker
         self.default_max_attempts = default_max_attempts
         self._turn = anyio.Lock()  # claim and denoise one job at a time; uploads overlap the next job
+        self.utilization = GangUtilization()
 
     def hooks(self) -> Hooks:
         return Hooks(on_retry=self.on_retry, on_dead=self.on_dead, max_attempts=self.max_attempts)
@@ -67,13 +69,19 @@ class JobRunner:
             try:
                 denoised = await self.gang.denoise(job, image, entry.attempt, self.worker)
             except JobCancelled as exc:
+                self.utilization.interrupted()
                 await self._cancelled(job, f"cancelled at step {exc.step}")
                 return
             except anyio.get_cancelled_exc_class():
                 # Shutdown past the grace period: stop the ranks, leave the job pending for another gang.
+                self.utilization.interrupted()
                 with anyio.CancelScope(shield=True):
                     await self.gang.teardown("shutdown while running")
                 raise
+            except Exception:
+                self.utilization.interrupted()
+                raise
+            self.utilization.record(job.task, entry.id, denoised)
         result = await self.gang.collect(denoised)  # the next job may be denoising already
         await self._completed(job, entry, result, time.perf_counter() - started)
 

@@ -14,8 +14,10 @@ import json
 import math
 
 import anyio
+import httpx
 import pytest
 import redis as redis_sync
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.keys import GENERATOR_GROUP
 from tests.generator.helpers import KEYS, pending, submit, wait_status
@@ -56,6 +58,20 @@ async def _spans(redis, task_ids: list[str]) -> list[tuple[float, float]]:
     return spans
 
 
+def gang_figures(metrics_url: str) -> tuple[float, float, float]:
+    """Busy seconds, hand-over count and hand-over seconds of the generator's task `demo`."""
+    text = httpx.get(metrics_url, timeout=5).text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("task") == "demo"
+    }
+    names = ("wan22_gang_busy_seconds_total", "wan22_gang_handover_seconds_count", "wan22_gang_handover_seconds_sum")
+    busy, count, total = (values[name] for name in names)
+    return busy, count, total
+
+
 def idle_fraction(spans: list[tuple[float, float]]) -> float:
     """Time the gang spent between jobs over the whole run, from rank 0's progress timestamps
     (generate() start = first step's time less its elapsed; end = last step: decode counts as idle)."""
@@ -65,7 +81,7 @@ def idle_fraction(spans: list[tuple[float, float]]) -> float:
 
 
 async def test_uploads_overlap_the_next_job_and_ack_after_upload(redis, start_generator, slow_s3):
-    start_generator(WAN22_STORAGE="s3://videos/out", WAN22_S3_ENDPOINT_URL=slow_s3.url)
+    generator = start_generator(WAN22_STORAGE="s3://videos/out", WAN22_S3_ENDPOINT_URL=slow_s3.url)
     warm_up = await submit(redis, steps=10)
     await wait_status(redis, warm_up, {"completed"}, timeout=60)
     [start, end] = (await _spans(redis, [warm_up]))[0]
@@ -80,6 +96,9 @@ async def test_uploads_overlap_the_next_job_and_ack_after_upload(redis, start_ge
     denoise = sum(end - start for start, end in spans) / JOBS
     assert denoise > 1.2, f"jobs too short ({denoise:.2f} s, {steps} steps) to hide a 1 s upload"
     assert idle_fraction(spans) < 0.05, spans
+    # The generator's own figures: the jobs after the first were queued, so each start is a hand-over.
+    busy, handovers, handover_s = gang_figures(generator.metrics_url + "/metrics")
+    assert handovers == JOBS - 1 and handover_s < 0.05 * busy, (busy, handovers, handover_s)
 
     measured = [check for check in slow_s3.checks if check[0] in task_ids]
     assert len(measured) == JOBS
