@@ -327,7 +327,7 @@ class StreamConsumer:
         interval = self.settings.lease_s / 3
         while True:
             await anyio.sleep(interval)
-            ids = list(self._inflight)
+            ids = [*self._inflight, *self.acker.held()]  # finished ones stay pending until acked
             if not ids:
                 continue
             try:
@@ -357,8 +357,9 @@ class StreamConsumer:
         cursor = "0-0"
         while self.slots.free > 0:
             cursor, entries = await self.member.autoclaim(cursor, self.slots.free)
+            held = set(self.acker.held())
             for entry in entries:
-                if entry.id in self._inflight:
+                if entry.id in self._inflight or entry.id in held:  # ours: being handled or acked
                     continue
                 self._m_reclaimed.inc()
                 log.info("consumer.reclaimed", entry_id=entry.id, deliveries=entry.deliveries)

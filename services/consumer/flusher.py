@@ -17,12 +17,19 @@ class BatchFlusher:
 
     def __init__(self) -> None:
         self._ready = anyio.Event()
+        self._one_at_a_time = anyio.Lock()
 
     def _wake(self) -> None:
         self._ready.set()
 
     async def flush(self) -> None:
-        """Write everything queued; on failure leave it queued and raise."""
+        """Write everything queued; on failure leave it queued and raise. One flush at a time: a
+        final flush at shutdown waits for the one in flight rather than find nothing queued and
+        let the in-flight write be cancelled with the loop."""
+        async with self._one_at_a_time:
+            await self._write()
+
+    async def _write(self) -> None:
         raise NotImplementedError
 
     async def run(self) -> None:

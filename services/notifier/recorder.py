@@ -29,7 +29,7 @@ class Recorder(BatchFlusher):
         self._pending.append(outcome)
         self._wake()
 
-    async def flush(self) -> None:
+    async def _write(self) -> None:
         """Record everything pending; on failure the outcomes stay for the next flush."""
         while self._pending:
             batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
