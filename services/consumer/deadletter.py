@@ -97,7 +97,8 @@ async def dead_letter(
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[str, DeadLetter]]:
     """The oldest dead letters; an entry someone else wrote to the DLQ that is not one is skipped."""
-    letters = [(entry.id, _letter(entry)) for entry in await wire.xrange(redis, keys.dlq, count=count)]
+    entries = await wire.xrange(redis, keys.dlq, count=count)
+    letters = [(entry.id, entry.decode_or_none(dead_letter_decoder)) for entry in entries]
     return [(dlq_id, letter) for dlq_id, letter in letters if letter is not None]
 
 
@@ -106,16 +107,9 @@ async def get_dead(redis: Redis, keys: Keys, dlq_id: str) -> DeadLetter | None:
     entries = await wire.xrange(redis, keys.dlq, dlq_id, dlq_id)
     if not entries:
         return None
-    if (letter := _letter(entries[0])) is None:
+    if (letter := entries[0].decode_or_none(dead_letter_decoder)) is None:
         raise Undecodable(f"{dlq_id} is not a dead letter the services wrote")
     return letter
-
-
-def _letter(entry: Entry) -> DeadLetter | None:
-    try:
-        return entry.decode(dead_letter_decoder)
-    except Undecodable:
-        return None
 
 
 async def replay(

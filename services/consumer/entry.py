@@ -60,3 +60,10 @@ class Entry:
             return decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Undecodable(f"payload: {exc}") from exc
+
+    def decode_or_none(self, decoder: msgspec.json.Decoder[T]) -> T | None:
+        """`decode`, for readers that skip what is not a message of theirs."""
+        try:
+            return self.decode(decoder)
+        except Undecodable:
+            return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 from redis.asyncio import Redis
 
-from services.consumer import Entry, Undecodable, wire
+from services.consumer import Undecodable, wire
 from services.contracts import now
 from services.keys import Keys
 from services.notifier import store
@@ -35,15 +35,9 @@ async def dead_letter(redis: Redis, keys: Keys, c: Claimed, reason: str) -> str:
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 1000) -> list[tuple[str, WebhookDeadLetter]]:
     """The oldest webhook dead letters; an entry someone else wrote there is skipped."""
-    letters = [(entry.id, _letter(entry)) for entry in await wire.xrange(redis, keys.webhook_dlq, count=count)]
+    entries = await wire.xrange(redis, keys.webhook_dlq, count=count)
+    letters = [(entry.id, entry.decode_or_none(_decoder)) for entry in entries]
     return [(dlq_id, letter) for dlq_id, letter in letters if letter is not None]
-
-
-def _letter(entry: Entry) -> WebhookDeadLetter | None:
-    try:
-        return entry.decode(_decoder)
-    except Undecodable:
-        return None
 
 
 async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
@@ -53,7 +47,7 @@ async def replay(redis: Redis, keys: Keys, dlq_id: str) -> str | None:
     entries = await wire.xrange(redis, keys.webhook_dlq, dlq_id, dlq_id)
     if not entries:
         return None
-    if (letter := _letter(entries[0])) is None:
+    if (letter := entries[0].decode_or_none(_decoder)) is None:
         raise Undecodable(f"{dlq_id} is not a webhook dead letter the notifier wrote")
     delivery = letter.delivery
     delivery.replays += 1
@@ -75,7 +69,7 @@ async def replay_all(redis: Redis, keys: Keys) -> list[str]:
     replayed, start = [], "-"
     while entries := await wire.xrange(redis, keys.webhook_dlq, start, newest[0].id, count=500):
         for entry in entries:
-            if _letter(entry) is not None and await replay(redis, keys, entry.id):
+            if entry.decode_or_none(_decoder) is not None and await replay(redis, keys, entry.id):
                 replayed.append(entry.id)
         start = "(" + entries[-1].id  # what is not a letter stays behind
     return replayed
