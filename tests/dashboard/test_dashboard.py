@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import shutil
 import time
@@ -16,13 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_sync
-from redis.exceptions import ResponseError
 
-from services.consumer import Entry, dead_letter
-from services.contracts import ErrorRecord, Failed, now
-from services.keys import GENERATOR_GROUP, Keys
+from services.keys import Keys
 from services.redisconn import connect
-from services.tasks import TaskStore
+from tests.dashboard.helpers import dead_letter_t2v_job
 from tests.services_proc import ROOT
 
 ARTIFACTS = ROOT / ".artifacts"
@@ -138,24 +134,11 @@ def confirm(browser, accept: bool = True) -> str:
 
 
 def dead_letter_a_job(redis_url: str, ingest_url: str) -> tuple[str, str]:
-    """A t2v job (no generator serves t2v here) failed and dead-lettered as a generator does it."""
-
     async def run() -> tuple[str, str]:
         redis = connect(redis_url)
         try:
             async with httpx.AsyncClient(base_url=ingest_url) as http:
-                body = {"task": "t2v-A14B", "prompt": "doomed"}
-                task_id = (await http.post("/generate", json=body)).json()["task_id"]
-            stream = KEYS.jobs("t2v-A14B")
-            with contextlib.suppress(ResponseError):
-                await redis.xgroup_create(stream, GENERATOR_GROUP, id="0")
-            [(_, rows)] = await redis.xreadgroup(GENERATOR_GROUP, "gen-t2v", {stream: ">"}, count=100)
-            entry_id, fields = next(row for row in rows if row[1]["task_id"] == task_id)
-            errors = [ErrorRecord(at=now(), error="model exploded", attempt=1)]
-            entry = Entry(stream, entry_id, fields)
-            dlq_id = await dead_letter(redis, KEYS, GENERATOR_GROUP, entry, errors, "exhausted")
-            await TaskStore(redis, KEYS).finish(Failed(task_id=task_id, error="model exploded"), {})
-            return task_id, dlq_id
+                return await dead_letter_t2v_job(redis, http)
         finally:
             await redis.aclose()
 
@@ -163,15 +146,24 @@ def dead_letter_a_job(redis_url: str, ingest_url: str) -> tuple[str, str]:
 
 
 def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_path):
+    url, redis = stack, redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        task_id = submit_image_job(browser, redis, url, tmp_path / "input.png")
+        follow_task_page(browser, redis, task_id)
+        cancel_from_task_page(browser, redis, url)
+        replay_from_overview(browser, redis, redis_server.url, url)
+        charts_count_completed(browser)
+    finally:
+        redis.close()
+
+
+def submit_image_job(browser, redis, url: str, image: Path) -> str:
+    """An image-to-video job with an uploaded file: it travels as a data: URL in the JSON body."""
     from PIL import Image
     from selenium.webdriver.support.ui import Select
 
-    url, redis = stack, redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
-    ARTIFACTS.mkdir(exist_ok=True)
-    image = tmp_path / "input.png"
     Image.new("RGB", (64, 64), (30, 140, 200)).save(image)
-
-    # Submit an image-to-video job with an uploaded file: it travels as a data: URL in the JSON body.
     browser.get(f"{url}/ui")
     wait_js(browser, "return document.querySelectorAll('#task option').length > 0", 20)
     Select(browser.find_element("id", "task")).select_by_value("demo")
@@ -186,8 +178,11 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     payload = json.loads(job["payload"])
     assert payload["task_id"] == task_id and (payload["seed"], payload["sample_steps"]) == (42, 3)
     assert base64.b64decode(payload["image"].removeprefix("data:image/png;base64,")) == image.read_bytes()
+    return task_id
 
-    # Its task page follows it to the end: timeline, attempts, the video.
+
+def follow_task_page(browser, redis, task_id: str) -> None:
+    """Its task page follows it to the end: timeline, attempts, the video."""
     browser.find_element("css selector", "#submit-result a").click()
     wait_js(browser, f"return location.hash === '#task/{task_id}'", 5)
     duration = wait_js(
@@ -204,7 +199,9 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     assert "completed" in browser.find_element("id", "task-attempts").text
     full_page_screenshot(browser, "dashboard-task.png")
 
-    # Cancel a queued task from its page: "Back" leaves it alone, "Cancel task" cancels it.
+
+def cancel_from_task_page(browser, redis, url: str) -> None:
+    """A queued task's page: "Back" leaves it alone, "Cancel task" cancels it."""
     with httpx.Client(base_url=url) as http:
         queued = http.post("/generate", json={"task": "t2v-A14B", "prompt": "never mind"}).json()["task_id"]
     browser.get(f"{url}/ui#task/{queued}")
@@ -217,8 +214,10 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     assert redis.hget(KEYS.task(queued), "status") == "cancelled"
     assert any(f["task_id"] == queued and f["type"] == "cancelled" for _, f in redis.xrevrange(KEYS.events, count=50))
 
-    # Replay a dead letter from the overview: back on its stream, its task queued again.
-    dead_task, dlq_id = dead_letter_a_job(redis_server.url, url)
+
+def replay_from_overview(browser, redis, redis_url: str, url: str) -> None:
+    """A dead letter replayed from the overview: back on its stream, its task queued again."""
+    dead_task, dlq_id = dead_letter_a_job(redis_url, url)
     browser.get(f"{url}/ui")
     click(browser, f'#dlq tr[data-dlq="{dlq_id}"] button.replay')
     confirm(browser)
@@ -228,9 +227,10 @@ def test_image_task_page_cancel_and_replay(stack, redis_server, browser, tmp_pat
     assert redis.hget(KEYS.task(dead_task), "status") == "queued"
     assert redis.xrange(KEYS.dlq, min=dlq_id, max=dlq_id) == []
 
-    # The charts count the completed videos (this test's, and the module's other one when it ran).
+
+def charts_count_completed(browser) -> None:
+    """The charts count the completed videos (this test's, and the module's other one when it ran)."""
     script = "const c = window.wan22Charts; return c && c.counts.completed.reduce((a, b) => a + b)"
     assert wait_js(browser, script, 20) >= 1
     assert browser.find_elements("css selector", '#charts polyline[data-series="completed"]')
     full_page_screenshot(browser, "dashboard-overview.png")
-    redis.close()

@@ -6,29 +6,25 @@ deliveries come from a real notifier posting to a real HTTP receiver."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 
 import anyio
 import httpx
 import pytest
-from redis.exceptions import ResponseError
 
-from services.consumer import Entry, dead_letter
 from services.contracts import (
     Completed,
-    ErrorRecord,
     Failed,
     Progress,
     Retrying,
     Started,
     encode,
     event_entry,
-    now,
 )
 from services.keys import GENERATOR_GROUP, Keys
 from services.notifier import subscriptions
 from services.tasks import TaskStore
+from tests.dashboard.helpers import dead_letter_t2v_job
 from tests.notifier.conftest import make_settings, running, wait_until
 from tests.notifier.receiver import Receiver
 
@@ -238,23 +234,9 @@ async def test_charts_count_per_minute_queue_depth_and_percentiles(redis, url):
     assert data["queue_depth"]["t2v-A14B"] == [0] * 60
 
 
-async def _dead_job(redis, http: httpx.AsyncClient) -> tuple[str, str]:
-    """A t2v job (no generator serves it here) dead-lettered the way the consumer does it."""
-    task_id = (await http.post("/generate", json={"task": "t2v-A14B", "prompt": "p"})).json()["task_id"]
-    stream = KEYS.jobs("t2v-A14B")
-    with contextlib.suppress(ResponseError):  # the group exists after the first call
-        await redis.xgroup_create(stream, GENERATOR_GROUP, id="0")
-    [(_, rows)] = await redis.xreadgroup(GENERATOR_GROUP, "gen-x", {stream: ">"}, count=100)
-    [(entry_id, fields)] = [row for row in rows if row[1]["task_id"] == task_id]
-    errors = [ErrorRecord(at=now(), error="model exploded", attempt=1)]
-    dlq_id = await dead_letter(redis, KEYS, GENERATOR_GROUP, Entry(stream, entry_id, fields), errors, "exhausted")
-    await TaskStore(redis, KEYS).finish(Failed(task_id=task_id, error="model exploded"), {})
-    return task_id, dlq_id
-
-
 async def test_replay_and_purge_job_dead_letters(redis, url):
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        task_id, dlq_id = await _dead_job(redis, http)
+        task_id, dlq_id = await dead_letter_t2v_job(redis, http)
         garbage = await redis.xadd(KEYS.dlq, {"type": "dead_letter", "payload": "{oops"})
         letters = (await http.get("/ui/api/overview")).json()["dead_letters"]
         assert (letters[0]["id"], letters[0]["task_id"], letters[0]["error"]) == (dlq_id, task_id, "model exploded")
@@ -273,7 +255,7 @@ async def test_replay_and_purge_job_dead_letters(redis, url):
         purge = await http.post("/ui/api/dlq/purge", json={"ids": [garbage]})
         assert purge.json() == {"purged": 1}
         for _ in range(2):
-            await _dead_job(redis, http)
+            await dead_letter_t2v_job(redis, http)
         assert (await http.post("/ui/api/dlq/purge", json={"all": True})).json() == {"purged": 2}
         assert await redis.xlen(KEYS.dlq) == 0
 
@@ -297,7 +279,7 @@ async def test_replay_and_purge_job_dead_letters(redis, url):
 async def test_replayed_job_runs_to_its_stream_while_generators_wait(redis, url):
     """The replayed entry keeps the job payload intact, so a generator decodes it as before."""
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        task_id, dlq_id = await _dead_job(redis, http)
+        task_id, dlq_id = await dead_letter_t2v_job(redis, http)
         new_id = (await http.post(f"/ui/api/dlq/{dlq_id}/replay")).json()["new_entry_id"]
     with anyio.fail_after(5):
         reply = await redis.xreadgroup(GENERATOR_GROUP, "gen-x", {KEYS.jobs("t2v-A14B"): ">"}, count=10)
