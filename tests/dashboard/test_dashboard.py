@@ -195,8 +195,10 @@ def follow_task_page(browser, redis, task_id: str) -> None:
         "return [...document.querySelectorAll('#task-timeline li')].map((li) => li.dataset.type)"
     )
     assert kinds == ["accepted", "started", "progress", "completed"]
-    assert "42" in browser.find_element("id", "task-params").text
-    assert "completed" in browser.find_element("id", "task-attempts").text
+    # The page re-renders these panels as events arrive, so read them in one script
+    # instead of holding element references that a re-render makes stale.
+    wait_js(browser, "return document.querySelector('#task-params').textContent.includes('42')", 10)
+    wait_js(browser, "return document.querySelector('#task-attempts').textContent.includes('completed')", 10)
     full_page_screenshot(browser, "dashboard-task.png")
 
 
