@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+from redis.typing import EncodableT, FieldT
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 TaskId = Annotated[str, Meta(min_length=1, max_length=128, pattern=TASK_ID_PATTERN)]
@@ -257,12 +258,12 @@ def encode(message: Struct) -> bytes:
     return _encoder.encode(message)
 
 
-def entry(kind: str, task_id: str, message: Struct) -> dict[str, bytes | str]:
-    """The common entry layout: `type`, `task_id`, `payload`."""
+def entry(kind: str, task_id: str, message: Struct) -> dict[FieldT, EncodableT]:
+    """The common entry layout: `type`, `task_id`, `payload` (typed as XADD takes its fields)."""
     return {"type": kind, "task_id": task_id, "payload": _encoder.encode(message)}
 
 
-def event_entry(event: Event) -> dict[str, bytes | str]:
+def event_entry(event: Event) -> dict[FieldT, EncodableT]:
     if not event.ts:
         event.ts = now()
     return entry(type(event).__struct_config__.tag, event.task_id, event)  # type: ignore[arg-type]

@@ -68,7 +68,7 @@ def _wrap(text: str, width: int) -> list[str]:
     return [*lines, line] if line else lines
 
 
-def _struct(name: str, definition: dict[str, Any], skip: set[str] = frozenset()) -> list[str]:
+def _struct(name: str, definition: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
     required = set(definition.get("required", []))
     rows = []
     for prop_name, prop in sorted(definition["properties"].items()):
@@ -116,7 +116,7 @@ def _events(directory: Path) -> list[str]:
     ]
     for tag, ref in sorted(mapping.items()):
         name = ref.rsplit("/", 1)[-1]
-        out += _struct(name, schema["$defs"][name], skip={tag_field})
+        out += _struct(name, schema["$defs"][name], skip=frozenset({tag_field}))
         out += [
             f"// EventType is {json.dumps(tag)}.",
             f'func (e *{name}) EventType() string {{ return "{tag}" }}',

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
 from services.contracts import QueueInfo, TaskState
 from services.keys import GENERATOR_GROUP, PRIORITIES, Keys
@@ -95,7 +96,13 @@ class QueueEstimator:
             return None
         priority = state.priority if state.priority in PRIORITIES else "normal"
         streams = self.keys.job_streams(state.task)
-        args = [GENERATOR_GROUP, PRIORITIES.index(priority) + 1, state.queue_entry, MAX_COUNTED, self.lease_ms]
+        args: list[EncodableT] = [
+            GENERATOR_GROUP,
+            PRIORITIES.index(priority) + 1,
+            state.queue_entry,
+            MAX_COUNTED,
+            self.lease_ms,
+        ]
         ahead, live, busy = (int(v) for v in await self._position(keys=streams, args=args))
         if ahead < 0:
             return None

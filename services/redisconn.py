@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -19,3 +21,8 @@ def connect(url: str, *, max_connections: int = 256) -> Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=3),
         retry_on_error=[ConnectionError, TimeoutError],
     )
+
+
+async def text_hash(redis: Redis, key: str) -> dict[str, str]:
+    """HGETALL as text. Clients from `connect` decode replies; redis-py's types cannot say so."""
+    return cast(dict[str, str], await redis.hgetall(key))

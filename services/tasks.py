@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from services.consumer.deadletter import replay
 from services.contracts import (
@@ -34,6 +35,7 @@ from services.contracts import (
     state_to_hash,
 )
 from services.keys import Keys
+from services.redisconn import text_hash
 
 _json = msgspec.json.Encoder()
 
@@ -223,7 +225,7 @@ class TaskStore:
         self._reject = redis.register_script(REJECT)
 
     async def get(self, task_id: str) -> TaskState | None:
-        raw = await self.redis.hgetall(self.keys.task(task_id))
+        raw = await text_hash(self.redis, self.keys.task(task_id))
         return state_from_hash(raw | {"task_id": task_id}) if raw else None
 
     async def accept(self, job: Job, idempotency_key: str | None, idem_ttl_s: int) -> AcceptResult:
@@ -296,7 +298,13 @@ class TaskStore:
             self.keys.task(rejected.task_id) if record_state else "",
             self.keys.events,
         ]
-        args = [answer_ttl_s or 0, encode(rejected), rejected.task_id, self.task_ttl_s, *_flatten(values)]
+        args: list[EncodableT] = [
+            answer_ttl_s or 0,
+            encode(rejected),
+            rejected.task_id,
+            self.task_ttl_s,
+            *_flatten(values),
+        ]
         return bool(await self._reject(keys=keys, args=args))
 
     async def cancel(self, task_id: str, flag_ttl_s: int = 24 * 3600) -> str:
@@ -312,7 +320,7 @@ class TaskStore:
     async def retrying(self, event: Retrying) -> bool:
         """`retrying` state and event, unless the task is already terminal."""
         event.ts = event.ts or now()
-        args = [event.error, event.ts, encode(event), event.task_id]
+        args: list[EncodableT] = [event.error, event.ts, encode(event), event.task_id]
         return bool(await self._retrying(keys=[self.keys.task(event.task_id), self.keys.events], args=args))
 
     async def replay_dead(self, dlq_id: str) -> str | None:
@@ -323,7 +331,12 @@ class TaskStore:
         def reopen(pipe: Pipeline, letter: DeadLetter) -> None:
             if letter.stream.startswith(jobs_prefix) and letter.task_id:
                 # No deadline any more: an operator's replay runs however late it is.
-                fields = {"status": "queued", "error": "", "progress": "0", "updated_at": str(now())}
+                fields: dict[FieldT, EncodableT] = {
+                    "status": "queued",
+                    "error": "",
+                    "progress": "0",
+                    "updated_at": str(now()),
+                }
                 fields["deadline_at"] = "0"
                 pipe.hset(self.keys.task(letter.task_id), mapping=fields)
 
@@ -333,17 +346,17 @@ class TaskStore:
         """`running`, or the terminal status that means the job must only be acked (`failed`
         also when this claim found the task queued past its deadline and expired it)."""
         at = now()
-        args = [attempt, worker, at, task_id, encode(_expired(task_id, at))]
+        args: list[EncodableT] = [attempt, worker, at, task_id, encode(_expired(task_id, at))]
         return str(await self._claim(keys=self._expiry_keys(task_id), args=args))
 
     async def expire_due(self, limit: int = 100) -> list[str]:
         """Expire queued tasks whose deadline has passed; the ids of those expired by this call.
         Tasks no longer queued leave the deadlines set."""
         at = now()
-        due = await self.redis.zrangebyscore(self.keys.deadlines, "-inf", at, start=0, num=limit)
+        due = [str(d) for d in await self.redis.zrangebyscore(self.keys.deadlines, "-inf", at, start=0, num=limit)]
         expired = []
         for task_id in due:
-            args = ["", "", at, task_id, encode(_expired(task_id, at))]
+            args: list[EncodableT] = ["", "", at, task_id, encode(_expired(task_id, at))]
             if await self._expire(keys=self._expiry_keys(task_id), args=args):
                 expired.append(task_id)
         return expired

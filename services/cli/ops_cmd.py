@@ -89,7 +89,7 @@ def render_groups(snap: dict[str, Any]) -> str:
 def _list(args: argparse.Namespace) -> int:
     async def body(redis: Redis, keys: Keys, settings: CommonSettings) -> int:
         letters = await list_dead(redis, keys, count=10_000)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": i,
                 "stream": d.stream,
@@ -148,7 +148,9 @@ def _replay(args: argparse.Namespace) -> int:
         if args.all:
             wanted = set(keys.job_streams(args.task)) if args.task else None  # every priority
             ids += [i for i, d in await list_dead(redis, keys, count=100_000) if wanted is None or d.stream in wanted]
-        store, replayed, missing = TaskStore(redis, keys), [], []
+        store = TaskStore(redis, keys)
+        replayed: list[dict[str, str | None]] = []
+        missing: list[dict[str, str | None]] = []
         for dlq_id in ids:
             try:
                 new_id = await store.replay_dead(dlq_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import anyio
 
@@ -51,7 +52,7 @@ def _connect_ray(config: GeneratorSettings) -> bool:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS") or None
-    options = {"num_cpus": config.ray_num_cpus} if not address and config.ray_num_cpus else {}
+    options: dict[str, Any] = {"num_cpus": config.ray_num_cpus} if not address and config.ray_num_cpus else {}
     ray.init(address=address, namespace="wan22", include_dashboard=False, log_to_driver=True, **options)
     return address is None
 

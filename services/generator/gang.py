@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -187,7 +187,7 @@ class Gang:
             for task in tasks:
                 task.cancel()
 
-    async def _gather(self, tasks: list[asyncio.Future[Any]]) -> dict[str, Any]:
+    async def _gather(self, tasks: Sequence[asyncio.Future[Any]]) -> dict[str, Any]:
         from ray.exceptions import RayActorError
 
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -137,7 +137,7 @@ class Dashboard:
         cursor, prefix = 0, self.keys.task("")
         for _ in range(SCAN_ROUNDS):
             cursor, batch = await self.redis.scan(cursor, match=f"{prefix}{q}*", count=1000)
-            found.update(dict.fromkeys(k.removeprefix(prefix) for k in batch))
+            found.update(dict.fromkeys(str(k).removeprefix(prefix) for k in batch))
             if cursor == 0:
                 break
         return list(found)

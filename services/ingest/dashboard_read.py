@@ -17,6 +17,7 @@ from services.contracts import TaskState, dead_letter_decoder, state_from_hash
 from services.ingest.api_error import ApiError
 from services.keys import Keys
 from services.notifier.dlq import WebhookDeadLetter
+from services.redisconn import text_hash
 
 log = structlog.get_logger("wan22.dashboard")
 
@@ -42,7 +43,7 @@ def decode_state(task_id: str, raw: dict[str, str]) -> TaskState | None:
 
 
 async def read_state(redis: Redis, keys: Keys, task_id: str) -> TaskState | None:
-    raw = await redis.hgetall(keys.task(task_id))
+    raw = await text_hash(redis, keys.task(task_id))
     return decode_state(task_id, raw) if raw else None
 
 

@@ -17,6 +17,7 @@ from services.ingest.dashboard_read import DECODE_ERRORS, decode_webhook_letter,
 from services.keys import Keys
 from services.notifier import store
 from services.notifier.store import TASK_TARGET
+from services.redisconn import text_hash
 
 DLQ_SCAN = 5_000
 
@@ -46,7 +47,7 @@ async def deliveries_of(
 async def _targets(redis: Redis, keys: Keys, webhook_url: str) -> dict[str, str]:
     """Target id → URL: the task's own webhook_url and every subscription (skipping odd ones)."""
     targets = {TASK_TARGET: webhook_url} if webhook_url else {}
-    for sub_id, raw in (await redis.hgetall(keys.webhooks)).items():
+    for sub_id, raw in (await text_hash(redis, keys.webhooks)).items():
         try:
             targets[sub_id] = str(msgspec.json.decode(raw)["url"])
         except DECODE_ERRORS:

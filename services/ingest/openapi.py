@@ -67,7 +67,7 @@ def openapi_document() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     task_id = [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    auth = [{"bearer": []}]
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "/generate": {
             "post": {

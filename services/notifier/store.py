@@ -198,7 +198,11 @@ async def extend(redis: Redis, keys: Keys, delivery: str, lease_until: float) ->
 
 async def status(redis: Redis, keys: Keys, delivery: str) -> tuple[str | None, list[Attempt]]:
     state, attempts = await redis.hmget(keys.webhook_delivery(delivery), ["status", "attempts"])
-    return state, decode_attempts(attempts)
+    return _text(state), decode_attempts(_text(attempts))
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def scheduled(redis: Redis, keys: Keys) -> int:

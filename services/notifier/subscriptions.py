@@ -16,6 +16,7 @@ from services.contracts import now
 from services.keys import Keys
 from services.notifier.payload import DEFAULT_EVENTS
 from services.notifier.signing import generate_secret
+from services.redisconn import text_hash
 
 
 class Subscription(msgspec.Struct, kw_only=True):
@@ -125,7 +126,7 @@ class SubscriptionCache:
 
     async def get(self) -> dict[str, Subscription]:
         if time.monotonic() >= self._expires:
-            self._subs = decode_all(await self.redis.hgetall(self.keys.webhooks))
+            self._subs = decode_all(await text_hash(self.redis, self.keys.webhooks))
             self._expires = time.monotonic() + self.ttl_s
         return self._subs
 
