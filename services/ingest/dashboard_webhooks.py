@@ -2,7 +2,7 @@
 
 The notifier keeps no per-task index. A delivery's id is derived from the event entry and the
 target (`store.delivery_id`), so the task's events and the subscription ids name every delivery
-hash it may have made; those hashes last an hour after they finish. Deliveries that were
+hash it may have made; those hashes last `WAN22_WEBHOOK_RECORD_TTL_S` after they finish. Deliveries that were
 dead-lettered stay in the webhook DLQ, which is scanned for the task as well."""
 
 from __future__ import annotations

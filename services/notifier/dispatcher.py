@@ -72,7 +72,7 @@ class Dispatcher:
         self._active = 0
         self._wake, self._slot, self._stop, self._idle = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
         self._jobs: MemoryObjectSendStream[Job] | None = None
-        self.recorder = Recorder(redis, keys, self._recorded)
+        self.recorder = Recorder(redis, keys, self._recorded, done_ttl_s=settings.webhook_record_ttl_s)
 
     def _recorded(self, ids: list[str]) -> None:
         """Outcomes are stored: their claims count no more against the concurrency."""

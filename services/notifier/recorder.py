@@ -20,9 +20,12 @@ BATCH = 500
 class Recorder(BatchFlusher):
     what = "webhook outcomes"
 
-    def __init__(self, redis: Redis, keys: Keys, on_recorded: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, on_recorded: Callable[[list[str]], None], *, done_ttl_s: int = store.DONE_TTL_S
+    ) -> None:
         super().__init__()
         self.redis, self.keys, self.on_recorded = redis, keys, on_recorded
+        self.done_ttl_s = done_ttl_s
         self._pending: list[Outcome] = []
 
     def add(self, outcome: Outcome) -> None:
@@ -34,7 +37,7 @@ class Recorder(BatchFlusher):
         while self._pending:
             batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
             try:
-                await store.apply(self.redis, self.keys, batch)
+                await store.apply(self.redis, self.keys, batch, self.done_ttl_s)
             except BaseException:
                 self._pending[:0] = batch
                 raise

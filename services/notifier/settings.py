@@ -7,6 +7,7 @@ from services.notifier.signing import parse_secret
 from services.settings import CommonSettings, SettingsError, env_name
 
 DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,36000"
+MIN_RECORD_TTL_S = 300  # far longer than an event stays pending between fan-out and ack
 
 
 class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
@@ -17,6 +18,7 @@ class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
     webhook_per_endpoint: int = 8  # attempts in flight to one scheme://host:port
     webhook_jitter: float = 0.1  # retry delays vary by ± this fraction
     webhook_secret: str = ""  # whsec_ secret(s) for tasks' own webhook_url; empty = per-deployment
+    webhook_record_ttl_s: int = 7 * 24 * 3600  # finished delivery records (task page); = task TTL
     metrics_port: int = 9101
 
     def __post_init__(self) -> None:
@@ -30,6 +32,11 @@ class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
         _require(self.webhook_concurrency >= 1, "webhook_concurrency", "must be at least 1")
         _require(self.webhook_per_endpoint >= 1, "webhook_per_endpoint", "must be at least 1")
         _require(0 <= self.webhook_jitter < 1, "webhook_jitter", "must be in [0, 1)")
+        _require(
+            self.webhook_record_ttl_s >= MIN_RECORD_TTL_S,
+            "webhook_record_ttl_s",
+            f"must be at least {MIN_RECORD_TTL_S} (a redelivered event must still find its deliveries)",
+        )
         for secret in self.secrets:
             try:
                 parse_secret(secret)

@@ -4,8 +4,9 @@ A delivery is a hash `wan22:webhooks:delivery:<id>` (`record`: the JSON below, `
 list, `claims`: how often a dispatcher took it, `status`) plus a member of the ZSET
 `wan22:webhooks:schedule` scored by when it is next due. Claiming moves the score forward by a
 lease instead of removing the member, so a delivery whose notifier dies mid-attempt becomes due
-again when the lease runs out. Finished records stay (without their body) for `DONE_TTL_S` so a
-redelivered event does not create the same deliveries twice.
+again when the lease runs out. Finished records stay (without their body) for `done_ttl_s`
+(`WAN22_WEBHOOK_RECORD_TTL_S`): a redelivered event does not create the same deliveries twice,
+and the dashboard's task page shows what was delivered.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 
 from services.keys import Keys
 
-DONE_TTL_S = 3600  # far longer than an event stays pending between fan-out and ack
+DONE_TTL_S = 7 * 24 * 3600  # the default of `webhook_record_ttl_s`
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -168,9 +169,9 @@ class Outcome:
     arg: str | float
 
 
-async def apply(redis: Redis, keys: Keys, outcomes: list[Outcome]) -> list[str]:
+async def apply(redis: Redis, keys: Keys, outcomes: list[Outcome], done_ttl_s: int = DONE_TTL_S) -> list[str]:
     """Record many outcomes in one script call (each one atomically); returns the dead-letter ids."""
-    args: list[str | float] = [keys.webhook_delivery(""), DONE_TTL_S]
+    args: list[str | float] = [keys.webhook_delivery(""), done_ttl_s]
     for o in outcomes:
         args += [o.op, o.claimed.delivery.id, encode(o.claimed.attempts), o.arg, o.claimed.delivery.task_id]
     return [str(i) for i in await redis.eval(_APPLY, 2, keys.webhook_schedule, keys.webhook_dlq, *args)]

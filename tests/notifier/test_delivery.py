@@ -53,6 +53,17 @@ async def test_task_url_gets_started_and_terminal_events_only(redis, redis_url, 
     assert sorted(r.verify(SECRET)["type"] for r in receiver.received()) == ["task.completed", "task.started"]
 
 
+async def test_finished_deliveries_are_kept_for_the_configured_time(redis, redis_url, keys, receiver):
+    """The record the task page reads outlives the attempt by `WAN22_WEBHOOK_RECORD_TTL_S`."""
+    await put_task(redis, keys, "t-kept", receiver.url("/ok/kept"))
+    async with running(redis, make_settings(redis_url, webhook_record_ttl_s=900)):
+        await publish(redis, keys, Completed(task_id="t-kept", video_url="v"))
+        await wait_until(lambda: len(receiver.received()) == 1)
+        delivery = receiver.received()[0].webhook_id
+        await wait_until(lambda: _status_is(redis, keys, delivery, "delivered"))
+    assert 800 < await redis.ttl(keys.webhook_delivery(delivery)) <= 900
+
+
 async def test_subscriptions_choose_events_and_sign_with_their_own_secret(redis, redis_url, keys, receiver):
     sub = await subscriptions.add(redis, keys, receiver.url("/ok/sub"), ["retrying", "rejected"], None)
     await put_task(redis, keys, "t2")

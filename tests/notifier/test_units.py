@@ -41,14 +41,16 @@ def test_settings_defaults_and_environment():
     assert settings.schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     assert (settings.webhook_timeout_s, settings.webhook_concurrency, settings.metrics_port) == (15, 100, 9101)
     assert settings.allow_networks == () and settings.secrets == []
+    assert settings.webhook_record_ttl_s == 7 * 24 * 3600
     env = {
         "WAN22_WEBHOOK_SCHEDULE": "0, 0.5,2",
         "WAN22_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32,10.0.0.0/8",
         "WAN22_WEBHOOK_PER_ENDPOINT": "3",
+        "WAN22_WEBHOOK_RECORD_TTL_S": "86400",
     }
     settings = load(NotifierSettings, env=env)
     assert settings.schedule == (0, 0.5, 2) and len(settings.allow_networks) == 2
-    assert settings.webhook_per_endpoint == 3
+    assert (settings.webhook_per_endpoint, settings.webhook_record_ttl_s) == (3, 86400)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +64,7 @@ def test_settings_defaults_and_environment():
         ("WAN22_WEBHOOK_CONCURRENCY", "0"),
         ("WAN22_WEBHOOK_PER_ENDPOINT", "many"),
         ("WAN22_WEBHOOK_SECRET", "hunter2"),
+        ("WAN22_WEBHOOK_RECORD_TTL_S", "60"),
         ("WAN22_METRICS_PORT", "http"),
     ],
 )

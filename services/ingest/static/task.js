@@ -78,7 +78,7 @@ function webhookRows(hooks, reload) {
 }
 
 function webhooksTable(hooks, reload) {
-  if (!hooks.length) return el("p", { class: "muted", text: "no webhook deliveries recorded (none configured, or older than an hour)" });
+  if (!hooks.length) return el("p", { class: "muted", text: "no webhook deliveries recorded (none configured, or past the notifier\u2019s record retention)" });
   return table(["event", "target", "url", "status", "HTTP", "last error", ""], webhookRows(hooks, reload), "task-webhooks");
 }
 
