@@ -1,7 +1,8 @@
 """`wan22 notifier` (run the service) and `wan22 webhooks …` (subscriptions, secret, dead letters).
 
-Exit codes: 0 done, 1 something named does not exist, 2 bad arguments or settings.
-`--json` prints machine-readable output on stdout.
+Exit codes are those of every `wan22` command (`services.cli.common`): 0 done, 1 failed, 2 bad
+arguments or settings, 4 something named does not exist, 5 Redis unreachable. `--json` prints
+machine-readable output on stdout.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from typing import Any
 
 import anyio
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services import eventloop
+from services.cli.common import FAILED, NOT_FOUND, UNAVAILABLE, USAGE
+from services.cli.errors import CliError
 from services.consumer import Undecodable
 from services.egress import EgressRefused, check_literal_host
 from services.keys import Keys
@@ -105,13 +110,13 @@ async def _with_redis(command: Command, settings: NotifierSettings, args: argpar
     redis = connect(settings.redis_url, max_connections=4)
     try:
         return await command(redis, Keys(settings.prefix), settings, args)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise _fail(f"cannot reach Redis at {settings.redis_url}: {exc}", UNAVAILABLE) from None
     finally:
         await redis.aclose()
 
 
-def _fail(message: str, code: int = 1) -> Exception:
-    from services.cli.errors import CliError
-
+def _fail(message: str, code: int) -> CliError:
     return CliError(message, code)
 
 
@@ -122,7 +127,7 @@ async def _add(redis: Any, keys: Keys, settings: NotifierSettings, args: argpars
         if args.secret is not None:
             parse_secret(args.secret)
     except (EgressRefused, ValueError) as exc:
-        raise _fail(str(exc), 2) from None
+        raise _fail(str(exc), USAGE) from None
     sub = await subscriptions.add(redis, keys, args.url, events, args.secret)
     shown = None if args.secret else sub.secrets[0]
     if args.json:
@@ -158,7 +163,7 @@ async def _list(redis: Any, keys: Keys, settings: NotifierSettings, args: argpar
 
 async def _remove(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if not await subscriptions.remove(redis, keys, args.id):
-        raise _fail(f"no subscription {args.id}")
+        raise _fail(f"no subscription {args.id}", NOT_FOUND)
     print(f"removed {args.id}")
     return 0
 
@@ -168,10 +173,10 @@ async def _rotate(redis: Any, keys: Keys, settings: NotifierSettings, args: argp
         try:
             parse_secret(args.secret)
         except ValueError as exc:
-            raise _fail(str(exc), 2) from None
+            raise _fail(str(exc), USAGE) from None
     sub = await subscriptions.rotate(redis, keys, args.id, args.secret, drop_old=args.drop_old)
     if sub is None:
-        raise _fail(f"no subscription {args.id}")
+        raise _fail(f"no subscription {args.id}", NOT_FOUND)
     if not args.secret and not args.drop_old:
         print(f"secret: {sub.secrets[0]}  (shown once)")
     print(f"{sub.id} signs with {len(sub.secrets)} secret(s)")
@@ -180,7 +185,7 @@ async def _rotate(redis: Any, keys: Keys, settings: NotifierSettings, args: argp
 
 async def _enable(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if await subscriptions.enable(redis, keys, args.id) is None:
-        raise _fail(f"no subscription {args.id}")
+        raise _fail(f"no subscription {args.id}", NOT_FOUND)
     print(f"enabled {args.id}")
     return 0
 
@@ -207,7 +212,7 @@ async def _dlq_list(redis: Any, keys: Keys, settings: NotifierSettings, args: ar
 
 async def _dlq_replay(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
-        raise _fail("give dead-letter ids or --all", 2)
+        raise _fail("give dead-letter ids or --all", USAGE)
     if args.all:
         replayed = await dlq.replay_all(redis, keys)
         print(f"replayed {len(replayed)}")
@@ -217,11 +222,11 @@ async def _dlq_replay(redis: Any, keys: Keys, settings: NotifierSettings, args: 
         try:
             delivery = await dlq.replay(redis, keys, dlq_id)
         except Undecodable as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(str(exc), FAILED) from None
         if delivery is None:
             missing.append(dlq_id)
         else:
             print(f"replayed {dlq_id} as {delivery}")
     if missing:
-        raise _fail(f"not in the dead-letter stream: {' '.join(missing)}")
+        raise _fail(f"not in the dead-letter stream: {' '.join(missing)}", NOT_FOUND)
     return 0

@@ -45,8 +45,9 @@ def test_add_list_remove(cli):
     assert [s["id"] for s in listed] == [sub_id, added["id"]]
     assert "whsec_" not in out and listed[0]["secrets"] == 1
     assert cli("remove", sub_id)[0] == 0
-    code, _, err = cli("remove", sub_id)
-    assert code == 1 and err.count("\n") == 1 and sub_id in err
+    for command in ("remove", "enable", "rotate"):
+        code, _, err = cli(command, sub_id)
+        assert code == 4 and err.count("\n") == 1 and sub_id in err
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,12 @@ def test_add_list_remove(cli):
 def test_bad_arguments_exit_2_with_one_line(cli, args):
     code, out, err = cli(*args)
     assert code == 2 and out == "" and err.count("\n") == 1
+
+
+def test_unreachable_redis_exits_5_with_one_line(capsys):
+    code = main(["webhooks", "--redis-url", "redis://127.0.0.1:1/0", "list"])  # nothing listens on port 1
+    out, err = capsys.readouterr()
+    assert code == 5 and out == "" and err.count("\n") == 1 and "cannot reach Redis" in err
 
 
 def test_deployment_secret_is_generated_once(cli):
@@ -98,6 +105,6 @@ def test_dlq_list_and_replay(cli, redis_url):
     assert "t1" in out and "HTTP 503" in out
     code, out, _ = cli("dlq", "replay", letter["dlq_id"])
     assert code == 0 and "msg_x" in out
-    assert cli("dlq", "replay", letter["dlq_id"])[0] == 1  # gone from the DLQ
+    assert cli("dlq", "replay", letter["dlq_id"])[0] == 4  # gone from the DLQ
     assert json.loads(cli("dlq", "list", "--json")[1]) == []
     assert cli("dlq", "replay", "--all")[1].strip() == "replayed 0"
