@@ -60,9 +60,11 @@ def build(n: int, webhook_url: str, seed: int = 11) -> list[Request]:
             "webhook_url": webhook_url,
             "metadata": {"soak": str(index)},
         }
+        cancel = None if roll >= 0.16 else "queued" if roll < 0.13 else "running"
+        if cancel == "running":  # long enough that the cancel, retried through outages, finds it running
+            body["sample_steps"] = 60
         request = _valid(index, door, body)
-        if 0.10 <= roll < 0.16:
-            request.cancel = "queued" if roll < 0.13 else "running"
+        request.cancel = cancel
         requests.append(request)
         if 0.16 <= roll < 0.22:  # the same request again, as a retrying client would send it
             requests.append(_duplicate(len(requests), request, index))

@@ -64,6 +64,13 @@ async def pending(redis) -> int:
     return int((await redis.xpending(KEYS.jobs("demo"), GENERATOR_GROUP))["pending"])
 
 
+async def wait_pending(redis, count: int, timeout: float = 30.0) -> None:
+    """Acks are batched and follow the terminal state by milliseconds: poll, do not read once."""
+    with anyio.fail_after(timeout):
+        while await pending(redis) != count:
+            await anyio.sleep(0.05)
+
+
 async def progress_times(redis, task_id: str) -> list[tuple[int, float]]:
     """(step, wall-clock time it was published) for each progress entry of the task."""
     rows = await redis.xrange(KEYS.progress)

@@ -9,7 +9,7 @@ import pytest
 
 from services.consumer import list_dead
 from services.tasks import TaskStore
-from tests.generator.helpers import KEYS, events_for, pending, submit, wait_status, wait_step
+from tests.generator.helpers import KEYS, events_for, pending, submit, wait_pending, wait_status, wait_step
 from tests.s3_server import S3_ENV, S3Server
 from wan.video import probe_mp4
 
@@ -31,26 +31,35 @@ async def test_killed_generator_job_is_reclaimed_by_another(redis, start_generat
     [first] = [g for g in gangs if f"-{g.proc.proc.pid}-" in worker]
     [second] = [g for g in gangs if g is not first]
     first.proc.stop(signal.SIGKILL)
-    state = await wait_status(redis, task_id, {"completed", "failed"}, timeout=240)
-    assert state["status"] == "completed", state
-    assert f"-{second.proc.proc.pid}-" in state["worker"]
-    kinds = [kind for kind, _ in await events_for(redis, task_id)]
-    assert kinds.count("completed") == 1
-    assert await pending(redis) == 0
-    second.proc.stop()
+    try:
+        state = await wait_status(redis, task_id, {"completed", "failed"}, timeout=240)
+        assert state["status"] == "completed", state
+        assert f"-{second.proc.proc.pid}-" in state["worker"]
+        kinds = [kind for kind, _ in await events_for(redis, task_id)]
+        assert kinds.count("completed") == 1
+        await wait_pending(redis, 0)
+    finally:
+        second.proc.stop()  # not left to compete for the module's later jobs
 
 
 async def test_failing_job_is_retried_dead_lettered_and_replayed_into_s3(redis, start_generator, s3):
     env = S3_ENV | {"WAN22_STORAGE": "s3://videos/out", "WAN22_S3_ENDPOINT_URL": s3.url}
     generator = start_generator(max_attempts=2, **env)
+    try:
+        await _fail_then_replay(redis, s3)
+    finally:
+        generator.proc.stop()
+
+
+async def _fail_then_replay(redis, s3: S3Server) -> None:
     task_id = await submit(redis, steps=2, max_attempts=2)
     state = await wait_status(redis, task_id, {"failed", "completed"})
     assert state["status"] == "failed" and "NoSuchBucket" in state["error"]
     kinds = [kind for kind, _ in await events_for(redis, task_id)]
     assert kinds == ["accepted", "started", "retrying", "started", "failed"]
+    await wait_pending(redis, 0)  # the failed state is written just before the dead letter and its ack
     [(dlq_id, letter)] = await list_dead(redis, KEYS)
     assert letter.task_id == task_id and letter.attempts == 2 and letter.reason == "exhausted"
-    assert await pending(redis) == 0
 
     s3.client().create_bucket(Bucket="videos")  # the fix
     assert await TaskStore(redis, KEYS).replay_dead(dlq_id)
@@ -60,7 +69,6 @@ async def test_failing_job_is_retried_dead_lettered_and_replayed_into_s3(redis, 
     assert body["ContentType"] == "video/mp4"
     assert probe_mp4(body["Body"].read())[0] == 5
     assert await redis.xlen(KEYS.dlq) == 0
-    generator.proc.stop()
 
 
 async def test_sigterm_idle_exits_fast_and_busy_hands_the_job_back(redis, start_generator):
@@ -81,8 +89,12 @@ async def test_sigterm_idle_exits_fast_and_busy_hands_the_job_back(redis, start_
     assert rows[0]["time_since_delivered"] >= 3000  # handed back: claimable at once
 
     rescuer = start_generator()
-    state = await wait_status(redis, task_id, {"completed", "failed"}, timeout=240)
-    assert state["status"] == "completed"
-    rescuer.proc.stop()
+    try:
+        state = await wait_status(redis, task_id, {"completed", "failed"}, timeout=240)
+        assert state["status"] == "completed"
+    finally:
+        rescuer.proc.stop()
     print(f"SIGTERM exit: idle {idle_exit_s:.2f} s, busy {busy_exit_s:.2f} s (grace 1 s)")
-    assert idle_exit_s < 5 and busy_exit_s < 10
+    # Generous bounds for a loaded machine: the busy exit includes the 1 s grace and the gang's
+    # teardown (up to 10 s); what matters is that neither waits for the job to finish (60 steps).
+    assert idle_exit_s < 10 and busy_exit_s < 15

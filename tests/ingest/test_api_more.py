@@ -54,9 +54,10 @@ async def test_sse_streams_state_progress_and_terminal(redis, ingest_url):
     async with httpx.AsyncClient(base_url=ingest_url, timeout=10) as http:
         task_id = (await http.post("/generate", json={"task": "demo", "prompt": "sse"})).json()["task_id"]
         seen: list[str] = []
+        state_sent = anyio.Event()  # the stream follows from its snapshot on: publish after it
 
         async def publish() -> None:
-            await anyio.sleep(0.3)
+            await state_sent.wait()
             store = TaskStore(redis, KEYS)
             for step in (1, 2):
                 progress = Progress(task_id=task_id, step=step, total=2, percent=step * 50.0)
@@ -71,6 +72,8 @@ async def test_sse_streams_state_progress_and_terminal(redis, ingest_url):
                     async for line in response.aiter_lines():
                         if line.startswith("event: "):
                             seen.append(line[7:])
+                        if line.startswith("data: ") and seen == ["state"]:
+                            state_sent.set()
     assert seen == ["state", "progress", "progress", "completed"]
 
 

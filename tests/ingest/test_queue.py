@@ -84,9 +84,10 @@ async def test_queue_position_and_estimate_in_the_api_the_cli_and_sse(redis, red
         assert as_json["queue"]["position"] == 4
 
         frames: list[tuple[str, dict]] = []
+        state_sent = anyio.Event()  # claim only after the snapshot, or no `queue` update follows
 
         async def claim_one_normal() -> None:
-            await anyio.sleep(0.5)
+            await state_sent.wait()
             await redis.xreadgroup(GENERATOR_GROUP, "gen-2", {KEYS.jobs("demo"): ">"}, count=1)
 
         async with anyio.create_task_group() as tg:
@@ -98,6 +99,7 @@ async def test_queue_position_and_estimate_in_the_api_the_cli_and_sse(redis, red
                         kind = line[7:] if line.startswith("event: ") else kind
                         if line.startswith("data: "):
                             frames.append((kind, json.loads(line[6:])))
+                            state_sent.set()
                             if kind == "queue":
                                 break
     (_, state), (_, update) = frames

@@ -107,7 +107,8 @@ async def test_flaky_receiver_three_attempts_same_id_following_the_schedule(redi
     for r in requests:
         r.verify(SECRET)
     gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
-    assert 0.45 <= gaps[0] <= 0.75 and 0.9 <= gaps[1] <= 1.3, gaps
+    # Not before each delay; the upper bounds leave room for a slow or loaded machine.
+    assert 0.45 <= gaps[0] <= 2.0 and 0.9 <= gaps[1] <= 2.5, gaps
     _, attempts = await store.status(redis, keys, delivery)
     assert [a.status for a in attempts] == [500, 500, 200]
 
@@ -179,12 +180,13 @@ async def _disabled(redis, keys, sub_id: str) -> bool:
 async def test_ssrf_targets_are_refused_without_connecting(redis, redis_url, keys, receiver, url, reason):
     url = url.format(port=receiver.port)
     await put_task(redis, keys, "t8", url)
-    started = time.monotonic()
     async with running(redis, make_settings(redis_url, webhook_allow_networks=[])) as notifier:
+        started = time.monotonic()
         await publish(redis, keys, Completed(task_id="t8", video_url="v"))
         await wait_until(lambda: redis.xlen(keys.webhook_dlq))
+        refused_s = time.monotonic() - started
         assert notifier.dispatcher is not None and notifier.dispatcher.pool.created == 0
-    assert time.monotonic() - started < 2  # refused at once, no connect timeout
+    assert refused_s < 1.5  # refused at once: the attempt's timeout is 2 s
     [(_, letter)] = await dlq.list_dead(redis, keys)
     assert letter.reason == "refused" and len(letter.attempts) == 1
     assert letter.attempts[0].status == 0 and reason in letter.attempts[0].error
@@ -196,8 +198,8 @@ async def test_slow_receiver_does_not_delay_a_fast_one(redis, redis_url, keys, r
 
     fast = Receiver().start()
     try:
-        settings = make_settings(redis_url, webhook_concurrency=16, webhook_per_endpoint=2, webhook_timeout_s=5)
-        await subscriptions.add(redis, keys, receiver.url("/slow/3/x"), ["started"], None)
+        settings = make_settings(redis_url, webhook_concurrency=16, webhook_per_endpoint=2, webhook_timeout_s=12)
+        await subscriptions.add(redis, keys, receiver.url("/slow/10/x"), ["started"], None)
         await subscriptions.add(redis, keys, fast.url("/ok/fast"), ["completed"], None)
         async with running(redis, settings) as notifier:
             for i in range(40):  # the slow receiver's deliveries are due first
@@ -206,14 +208,14 @@ async def test_slow_receiver_does_not_delay_a_fast_one(redis, redis_url, keys, r
             started = time.monotonic()
             for i in range(20):
                 await publish(redis, keys, Completed(task_id=f"f{i}", video_url="v"))
-            await wait_until(lambda: len(fast.received()) == 20, timeout=5)
+            await wait_until(lambda: len(fast.received()) == 20, timeout=8)
             elapsed = time.monotonic() - started
             assert len(receiver.received()) == 2  # the slow receiver is still on its first round
             assert notifier.dispatcher is not None
             notifier.dispatcher.grace_s = 0.1
     finally:
         fast.close()
-    assert elapsed < 1.5, elapsed  # well before the slow receiver answers anything (3 s)
+    assert elapsed < 8, elapsed  # before the slow receiver answers anything (10 s)
 
 
 async def test_an_undecodable_event_is_dead_lettered_and_the_rest_delivered(redis, redis_url, keys, receiver):

@@ -28,6 +28,9 @@ from services.contracts import job_decoder
 
 STREAM, GROUP = "wan22:test:stream", "workers"
 FAST = ConsumerSettings(lease_ms=600, block_ms=50, backoff_base_s=0.02, backoff_max_s=0.1, grace_s=1.0)
+# For tests that a live consumer keeps its entry: a lease a loaded machine's event-loop stall
+# cannot outlast (FAST's 600 ms could be, and then a watcher would rightly take the entry over).
+STEADY = ConsumerSettings(lease_ms=3000, block_ms=50, backoff_base_s=0.02, backoff_max_s=0.1, grace_s=1.0)
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
@@ -83,13 +86,13 @@ async def test_long_handler_is_never_reclaimed_while_its_consumer_lives(redis, k
 
     async def slow(entry: Entry) -> None:
         calls.append(entry.id)
-        await anyio.sleep(3 * FAST.lease_s)
+        await anyio.sleep(2 * STEADY.lease_s)  # the lease is extended many times meanwhile
         [row] = await redis.xpending_range(STREAM, GROUP, min=entry.id, max=entry.id, count=1)
         owners.append((row["consumer"], row["times_delivered"]))
 
     entry_id = await redis.xadd(STREAM, {"task_id": "long"})
-    owner = StreamConsumer(redis, keys, STREAM, GROUP, "owner", slow, FAST)
-    watchers = [StreamConsumer(redis, keys, STREAM, GROUP, f"w{i}", slow, FAST) for i in range(2)]
+    owner = StreamConsumer(redis, keys, STREAM, GROUP, "owner", slow, STEADY)
+    watchers = [StreamConsumer(redis, keys, STREAM, GROUP, f"w{i}", slow, STEADY) for i in range(2)]
     await run_consumers([owner, *watchers], lambda: _acked(redis))
     assert calls == [entry_id]
     [(_holder, deliveries)] = owners
