@@ -33,6 +33,7 @@ class RedisServer:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
         self.port = port or free_port()
+        self.may_move = port is None  # a port we chose may be taken before the server binds it
         self.keep_data = data_dir is not None
         self.dir = data_dir or Path(tempfile.mkdtemp(prefix="wan22-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start and wait for PONG. Until the first start succeeds, a port of our choosing that
+        something else took in the meantime is replaced by another free one."""
+        for _ in range(3):
+            self._spawn()
+            if self._wait_ready():
+                self.may_move = False  # clients now hold this URL; a restart keeps it
+                return self
+            if not self.may_move:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server could not listen on port {self.port} (taken?)")
+
+    def _spawn(self) -> None:
         args = [
             "redis-server",
             "--port",
@@ -67,17 +81,19 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if self.on_spawn:
             self.on_spawn(self.proc.pid)
-        self._wait_ready()
-        return self
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        """True on our server's PONG; False when it exited (its port is in use)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
