@@ -336,8 +336,8 @@ class TaskStore:
                     "error": "",
                     "progress": "0",
                     "updated_at": str(now()),
+                    "deadline_at": "0",
                 }
-                fields["deadline_at"] = "0"
                 pipe.hset(self.keys.task(letter.task_id), mapping=fields)
 
         return await replay(self.redis, self.keys, dlq_id, also=reopen)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -46,10 +47,17 @@ def run(args: argparse.Namespace, body: Callable[[Redis, Keys, CommonSettings], 
         finally:
             await redis.aclose()
 
-    try:
+    with reaching_redis(settings.redis_url):
         return anyio.run(main)
+
+
+@contextmanager
+def reaching_redis(url: str) -> Iterator[None]:
+    """Redis down or unreachable is one line and exit code 5, not a traceback."""
+    try:
+        yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise CliError(f"cannot reach Redis at {settings.redis_url}: {exc}", UNAVAILABLE) from None
+        raise CliError(f"cannot reach Redis at {url}: {exc}", UNAVAILABLE) from None
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

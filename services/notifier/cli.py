@@ -15,11 +15,9 @@ from typing import Any
 
 import anyio
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services import eventloop
-from services.cli.common import FAILED, NOT_FOUND, UNAVAILABLE, USAGE
+from services.cli.common import FAILED, NOT_FOUND, USAGE, reaching_redis
 from services.cli.errors import CliError
 from services.consumer import Undecodable
 from services.egress import EgressRefused, check_literal_host
@@ -101,7 +99,8 @@ Command = Callable[[Any, Keys, NotifierSettings, argparse.Namespace], Awaitable[
 def _cmd(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         settings = load(NotifierSettings, redis_url=args.redis_url, prefix=args.prefix)
-        return anyio.run(_with_redis, command, settings, args)
+        with reaching_redis(settings.redis_url):
+            return anyio.run(_with_redis, command, settings, args)
 
     return run
 
@@ -110,14 +109,8 @@ async def _with_redis(command: Command, settings: NotifierSettings, args: argpar
     redis = connect(settings.redis_url, max_connections=4)
     try:
         return await command(redis, Keys(settings.prefix), settings, args)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise _fail(f"cannot reach Redis at {settings.redis_url}: {exc}", UNAVAILABLE) from None
     finally:
         await redis.aclose()
-
-
-def _fail(message: str, code: int) -> CliError:
-    return CliError(message, code)
 
 
 async def _add(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
@@ -127,7 +120,7 @@ async def _add(redis: Any, keys: Keys, settings: NotifierSettings, args: argpars
         if args.secret is not None:
             parse_secret(args.secret)
     except (EgressRefused, ValueError) as exc:
-        raise _fail(str(exc), USAGE) from None
+        raise CliError(str(exc), USAGE) from None
     sub = await subscriptions.add(redis, keys, args.url, events, args.secret)
     shown = None if args.secret else sub.secrets[0]
     if args.json:
@@ -163,7 +156,7 @@ async def _list(redis: Any, keys: Keys, settings: NotifierSettings, args: argpar
 
 async def _remove(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if not await subscriptions.remove(redis, keys, args.id):
-        raise _fail(f"no subscription {args.id}", NOT_FOUND)
+        raise CliError(f"no subscription {args.id}", NOT_FOUND)
     print(f"removed {args.id}")
     return 0
 
@@ -173,10 +166,10 @@ async def _rotate(redis: Any, keys: Keys, settings: NotifierSettings, args: argp
         try:
             parse_secret(args.secret)
         except ValueError as exc:
-            raise _fail(str(exc), USAGE) from None
+            raise CliError(str(exc), USAGE) from None
     sub = await subscriptions.rotate(redis, keys, args.id, args.secret, drop_old=args.drop_old)
     if sub is None:
-        raise _fail(f"no subscription {args.id}", NOT_FOUND)
+        raise CliError(f"no subscription {args.id}", NOT_FOUND)
     if not args.secret and not args.drop_old:
         print(f"secret: {sub.secrets[0]}  (shown once)")
     print(f"{sub.id} signs with {len(sub.secrets)} secret(s)")
@@ -185,7 +178,7 @@ async def _rotate(redis: Any, keys: Keys, settings: NotifierSettings, args: argp
 
 async def _enable(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if await subscriptions.enable(redis, keys, args.id) is None:
-        raise _fail(f"no subscription {args.id}", NOT_FOUND)
+        raise CliError(f"no subscription {args.id}", NOT_FOUND)
     print(f"enabled {args.id}")
     return 0
 
@@ -212,7 +205,7 @@ async def _dlq_list(redis: Any, keys: Keys, settings: NotifierSettings, args: ar
 
 async def _dlq_replay(redis: Any, keys: Keys, settings: NotifierSettings, args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
-        raise _fail("give dead-letter ids or --all", USAGE)
+        raise CliError("give dead-letter ids or --all", USAGE)
     if args.all:
         replayed = await dlq.replay_all(redis, keys)
         print(f"replayed {len(replayed)}")
@@ -222,11 +215,11 @@ async def _dlq_replay(redis: Any, keys: Keys, settings: NotifierSettings, args: 
         try:
             delivery = await dlq.replay(redis, keys, dlq_id)
         except Undecodable as exc:
-            raise _fail(str(exc), FAILED) from None
+            raise CliError(str(exc), FAILED) from None
         if delivery is None:
             missing.append(dlq_id)
         else:
             print(f"replayed {dlq_id} as {delivery}")
     if missing:
-        raise _fail(f"not in the dead-letter stream: {' '.join(missing)}", NOT_FOUND)
+        raise CliError(f"not in the dead-letter stream: {' '.join(missing)}", NOT_FOUND)
     return 0

@@ -20,9 +20,7 @@ BATCH = 500
 class Recorder(BatchFlusher):
     what = "webhook outcomes"
 
-    def __init__(
-        self, redis: Redis, keys: Keys, on_recorded: Callable[[list[str]], None], *, done_ttl_s: int = store.DONE_TTL_S
-    ) -> None:
+    def __init__(self, redis: Redis, keys: Keys, on_recorded: Callable[[list[str]], None], *, done_ttl_s: int) -> None:
         super().__init__()
         self.redis, self.keys, self.on_recorded = redis, keys, on_recorded
         self.done_ttl_s = done_ttl_s

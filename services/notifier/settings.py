@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.egress import Network, parse_networks
 from services.notifier.signing import parse_secret
+from services.notifier.store import DONE_TTL_S
 from services.settings import CommonSettings, SettingsError, env_name
 
 DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,36000"
@@ -18,7 +19,7 @@ class NotifierSettings(CommonSettings, kw_only=True, frozen=True):
     webhook_per_endpoint: int = 8  # attempts in flight to one scheme://host:port
     webhook_jitter: float = 0.1  # retry delays vary by ± this fraction
     webhook_secret: str = ""  # whsec_ secret(s) for tasks' own webhook_url; empty = per-deployment
-    webhook_record_ttl_s: int = 7 * 24 * 3600  # finished delivery records (task page); = task TTL
+    webhook_record_ttl_s: int = DONE_TTL_S  # finished delivery records (task page); = task TTL
     metrics_port: int = 9101
 
     def __post_init__(self) -> None:

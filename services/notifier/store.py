@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -198,12 +198,9 @@ async def extend(redis: Redis, keys: Keys, delivery: str, lease_until: float) ->
 
 
 async def status(redis: Redis, keys: Keys, delivery: str) -> tuple[str | None, list[Attempt]]:
-    state, attempts = await redis.hmget(keys.webhook_delivery(delivery), ["status", "attempts"])
-    return _text(state), decode_attempts(_text(attempts))
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+    values = await redis.hmget(keys.webhook_delivery(delivery), ["status", "attempts"])
+    state, attempts = cast(list[str | None], values)  # clients from `connect` decode replies
+    return state, decode_attempts(attempts)
 
 
 async def scheduled(redis: Redis, keys: Keys) -> int:

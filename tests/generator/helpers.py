@@ -64,10 +64,11 @@ async def pending(redis) -> int:
     return int((await redis.xpending(KEYS.jobs("demo"), GENERATOR_GROUP))["pending"])
 
 
-async def wait_pending(redis, count: int, timeout: float = 30.0) -> None:
-    """Acks are batched and follow the terminal state by milliseconds: poll, do not read once."""
+async def wait_drained(redis, timeout: float = 30.0) -> None:
+    """Every job entry read and acked. Acks are batched and follow the terminal state by
+    milliseconds: poll, do not read once."""
     with anyio.fail_after(timeout):
-        while await pending(redis) != count:
+        while await pending(redis) or int((await redis.xinfo_groups(KEYS.jobs("demo")))[0]["lag"] or 0):
             await anyio.sleep(0.05)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from services.consumer import list_dead
 from services.tasks import TaskStore
-from tests.generator.helpers import KEYS, events_for, pending, submit, wait_pending, wait_status, wait_step
+from tests.generator.helpers import KEYS, events_for, pending, submit, wait_drained, wait_status, wait_step
 from tests.s3_server import S3_ENV, S3Server
 from wan.video import probe_mp4
 
@@ -37,7 +37,7 @@ async def test_killed_generator_job_is_reclaimed_by_another(redis, start_generat
         assert f"-{second.proc.proc.pid}-" in state["worker"]
         kinds = [kind for kind, _ in await events_for(redis, task_id)]
         assert kinds.count("completed") == 1
-        await wait_pending(redis, 0)
+        await wait_drained(redis)
     finally:
         second.proc.stop()  # not left to compete for the module's later jobs
 
@@ -57,7 +57,7 @@ async def _fail_then_replay(redis, s3: S3Server) -> None:
     assert state["status"] == "failed" and "NoSuchBucket" in state["error"]
     kinds = [kind for kind, _ in await events_for(redis, task_id)]
     assert kinds == ["accepted", "started", "retrying", "started", "failed"]
-    await wait_pending(redis, 0)  # the failed state is written just before the dead letter and its ack
+    await wait_drained(redis)  # the failed state is written just before the dead letter and its ack
     [(dlq_id, letter)] = await list_dead(redis, KEYS)
     assert letter.task_id == task_id and letter.attempts == 2 and letter.reason == "exhausted"
 
