@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import msgspec
@@ -15,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from services.ingest.api_error import ApiError, redis_down
+from services.ingest.auth import BearerAuth
 from services.ingest.door import Door
 from services.ingest.generate import GenerateEndpoint, GenerateFirst
 from services.ingest.openapi import openapi_document
@@ -33,9 +33,10 @@ class Api:
     def __init__(
         self, redis: Redis, keys: Keys, door: Door, tokens: frozenset[str], max_body: int, lease_ms: int = 30_000
     ) -> None:
-        self.redis, self.keys, self.door, self.tokens, self.max_body = redis, keys, door, tokens, max_body
+        self.redis, self.keys, self.door, self.max_body = redis, keys, door, max_body
+        self.auth = BearerAuth(tokens)
         self.queue = QueueEstimator(redis, keys, lease_ms)
-        self.generate = GenerateEndpoint(self)
+        self.generate = GenerateEndpoint(door, self.auth, max_body)
 
     def routes(self) -> list[Route]:
         return [
@@ -50,18 +51,7 @@ class Api:
         ]
 
     def authorize(self, request: Request) -> None:
-        """Bearer tokens, compared in constant time; no tokens configured = open. Browsers cannot
-        put a header on EventSource or <video>, so the dashboard may send `?access_token=`."""
-        if not self.tokens:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header and request.query_params.get("access_token"):
-            scheme, token = "bearer", request.query_params["access_token"]
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing bearer token", "Authorization", "unauthorized", {"WWW-Authenticate": "Bearer"})
-        if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens):
-            raise ApiError(403, "token not accepted", "Authorization", "forbidden")
+        self.auth(request)
 
     async def get_task(self, request: Request) -> Response:
         self.authorize(request)

@@ -7,9 +7,9 @@ from redis.asyncio import Redis
 
 from services import httpserver
 from services.consumer import StreamConsumer
+from services.dashboard.app import Dashboard
 from services.ingest.api import Api, build_app
 from services.ingest.backpressure import LagMonitor
-from services.ingest.dashboard import Dashboard
 from services.ingest.door import Door
 from services.ingest.expiry import expire_loop
 from services.ingest.normalize import Normalizer

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
@@ -16,10 +16,9 @@ from starlette.requests import Request
 
 from services.ingest import parse
 from services.ingest.api_error import ApiError, redis_down
+from services.ingest.auth import BearerAuth
+from services.ingest.door import Door
 from services.ingest.invalid import Invalid
-
-if TYPE_CHECKING:
-    from services.ingest.api import Api  # Api builds this endpoint
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,8 +30,8 @@ _STATUS_OF_REASON = {"queue_full": 429, "malformed": 400}
 
 
 class GenerateEndpoint:
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    def __init__(self, door: Door, auth: BearerAuth, max_body: int) -> None:
+        self.door, self.auth, self.max_body = door, auth, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -44,14 +43,14 @@ class GenerateEndpoint:
             await _send_json(send, error.status, error.body, error.headers)
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.api.tokens:
-            self.api.authorize(Request(scope, receive))
+        if self.auth.enabled:
+            self.auth(Request(scope, receive))
         headers = dict(scope["headers"])  # names arrive lowercased; one dict, not a scan per lookup
         body = await self._body(headers, receive)
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or secrets.token_hex(16)
         idempotency_key = headers.get(b"idempotency-key", b"").decode("latin-1") or None
         try:
-            result = await self.api.door.submit(parse.from_json(body), request_id, idempotency_key)
+            result = await self.door.submit(parse.from_json(body), request_id, idempotency_key)
         except Invalid as exc:
             status = _STATUS_OF_REASON.get(exc.reason, 422)
             retry = {"Retry-After": "5"} if exc.reason == "queue_full" else None
@@ -62,7 +61,7 @@ class GenerateEndpoint:
         await _send_json(send, 202 if result.created else 200, answer)
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        limit = self.api.max_body
+        limit = self.max_body
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)

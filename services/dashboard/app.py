@@ -19,13 +19,13 @@ from starlette.routing import Route
 from services import monitor
 from services.consumer import wire
 from services.contracts import is_task_id
+from services.dashboard.actions import DeadLetterActions
+from services.dashboard.charts import charts
+from services.dashboard.read import job_dead_letters, read_states, webhook_dead_letters
+from services.dashboard.task import task_detail
 from services.follow import last_id
 from services.ingest.api import Api, json_response
 from services.ingest.api_error import ApiError
-from services.ingest.dashboard_actions import DeadLetterActions
-from services.ingest.dashboard_charts import charts
-from services.ingest.dashboard_read import job_dead_letters, read_states, webhook_dead_letters
-from services.ingest.dashboard_task import task_detail
 from services.ingest.sse import frame
 from services.keys import Keys
 from services.models_config import ModelsConfig

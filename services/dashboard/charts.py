@@ -21,7 +21,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.ingest.dashboard_read import DECODE_ERRORS, entry_ms, scan_back
+from services.dashboard.read import DECODE_ERRORS, entry_ms, scan_back
 from services.keys import GENERATOR_GROUP, Keys
 
 BUCKET_S = 60

@@ -13,7 +13,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from services.consumer import wire
-from services.ingest.dashboard_read import DECODE_ERRORS, decode_webhook_letter, webhook_letter_row
+from services.dashboard.read import DECODE_ERRORS, decode_webhook_letter, webhook_letter_row
 from services.keys import Keys
 from services.notifier import store
 from services.notifier.store import TASK_TARGET

@@ -1,0 +1,1 @@
+"""The operator dashboard at /ui, mounted by ingest next to its API."""
