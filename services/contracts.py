@@ -242,6 +242,11 @@ class TaskState(Struct, kw_only=True, omit_defaults=True):
     priority: str = ""
     deadline_at: float = 0.0
     queue_entry: str = ""  # the job's entry id on its stream
+    # As asked (the finished video's own are `width`, `height`, `frame_num` above).
+    prompt: str = ""
+    requested_size: str = ""  # WIDTH*HEIGHT
+    requested_frames: int = 0
+    deleted_at: float = 0.0  # `DELETE /v1/videos/{id}`: assets removed, the video no longer listed
     queue: QueueInfo | None = None  # only while queued, on request (never in the hash)
 
 

@@ -47,6 +47,12 @@ class Keys(msgspec.Struct, frozen=True):
         """Sorted set of queued tasks with a deadline (score: the deadline, epoch seconds)."""
         return f"{self.prefix}:deadlines"
 
+    @property
+    def tasks_by_created(self) -> str:
+        """Sorted set of every accepted task (score: created_at, epoch seconds), trimmed to the
+        tasks' retention; `GET /v1/videos` pages through it."""
+        return f"{self.prefix}:tasks:by-created"
+
     def run_times(self, task: str) -> str:
         """Recent run times of a task's jobs (seconds, newest first), for queue estimates."""
         return f"{self.prefix}:runtimes:{task}"

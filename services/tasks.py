@@ -45,8 +45,9 @@ _TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
 # Accepts a batch of jobs in one call; each is checked and written in turn, so a repeated task id or
 # idempotency key within the batch maps to the first. One call for many jobs: per-command client
 # cost, not Redis, bounded the accept rate when each job was its own EVALSHA.
-# KEYS, 6 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
-# none), deadlines set ('' = no deadline), answered marker of its request entry ('' = none).
+# KEYS, 7 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
+# none), deadlines set ('' = no deadline), answered marker of its request entry ('' = none), the
+# index of tasks by creation time (what `GET /v1/videos` pages through).
 # ARGV: task ttl, idem ttl, then 4 per job: task id, job payload, accepted payload, hash fields as
 # one JSON object (one argument instead of thirty: encoding arguments costs more than decoding).
 # The job's entry id goes into the hash (`queue_entry`) for queue positions.
@@ -54,8 +55,8 @@ _TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
 # answered before: a redelivery, nothing written), and the task id.
 ACCEPT = """
 local out = {}
-for j = 0, #KEYS / 6 - 1 do
-  local k, a = j * 6, 2 + j * 4
+for j = 0, #KEYS / 7 - 1 do
+  local k, a = j * 7, 2 + j * 4
   local task_id, idem, answered = ARGV[a + 1], KEYS[k + 4], KEYS[k + 6]
   local existing = nil
   if answered ~= '' then existing = redis.call('GET', answered) end
@@ -81,6 +82,7 @@ for j = 0, #KEYS / 6 - 1 do
     if idem ~= '' then redis.call('SET', idem, task_id, 'EX', ARGV[2]) end
     if KEYS[k + 5] ~= '' then redis.call('ZADD', KEYS[k + 5], fields['deadline_at'], task_id) end
     if answered ~= '' then redis.call('SET', answered, task_id, 'EX', ARGV[2]) end
+    redis.call('ZADD', KEYS[k + 7], fields['created_at'], task_id)
     out[#out + 1], out[#out + 2] = 1, task_id
   end
   end
@@ -187,7 +189,7 @@ return 'running'
 )
 
 
-# The hash of a queued task, as `state_to_hash` writes it, built once: only five fields vary.
+# The hash of a queued task, as `state_to_hash` writes it, built once: only a few fields vary.
 _NOT_QUEUED_FIELDS = ("task_id", "queue_entry")  # the script adds the entry id
 _QUEUED_HASH = {
     k: v for k, v in state_to_hash(TaskState(task_id="", status="queued")).items() if k not in _NOT_QUEUED_FIELDS
@@ -199,6 +201,9 @@ def _queued_fields(job: Job, at: float) -> dict[str, str]:
     varying = {"task": job.task, "request_id": job.request_id, "webhook_url": job.webhook_url or ""}
     fields = _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
     fields["priority"] = job.priority
+    fields["prompt"] = job.prompt
+    fields["requested_size"] = f"{job.width}*{job.height}"
+    fields["requested_frames"] = str(job.frame_num)
     if job.deadline_at:
         fields["deadline_at"] = repr(job.deadline_at)
     return fields
@@ -274,6 +279,7 @@ class TaskStore:
             self.keys.idempotency(idempotency_key) if idempotency_key else "",
             self.keys.deadlines if job.deadline_at else "",
             answered,
+            self.keys.tasks_by_created,
         ]
         args += [job.task_id, encode(job), encode(accepted), _json.encode(_queued_fields(job, at))]
 
@@ -360,6 +366,10 @@ class TaskStore:
             if await self._expire(keys=self._expiry_keys(task_id), args=args):
                 expired.append(task_id)
         return expired
+
+    async def trim_index(self) -> int:
+        """Forget index entries of tasks older than the tasks' retention (their hashes are gone)."""
+        return int(await self.redis.zremrangebyscore(self.keys.tasks_by_created, "-inf", now() - self.task_ttl_s))
 
     def _expiry_keys(self, task_id: str) -> list[str]:
         return [self.keys.task(task_id), self.keys.events, self.keys.deadlines]

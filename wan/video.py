@@ -65,6 +65,26 @@ def poster_image(frames: np.ndarray, fmt: str = "jpeg", *, quality: int = 90) ->
     return buffer.getvalue()
 
 
+def spritesheet_image(frames: np.ndarray, *, tiles: int = 16, tile_width: int = 160, quality: int = 80) -> bytes:
+    """Up to `tiles` frames spread evenly over the video, downscaled to `tile_width` and laid out
+    in a near-square grid, as one JPEG: a scrubbing strip for players and a glance for people."""
+    pixels = to_uint8(frames)
+    count = min(tiles, len(pixels))
+    picks = np.linspace(0, len(pixels) - 1, count).round().astype(int)
+    height, width = pixels.shape[1:3]
+    tile_w = min(tile_width, width)
+    tile_h = max(1, round(height * tile_w / width))
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    sheet = Image.new("RGB", (columns * tile_w, rows * tile_h))
+    for slot, index in enumerate(picks):
+        tile = Image.fromarray(pixels[index]).resize((tile_w, tile_h), Image.Resampling.BILINEAR)
+        sheet.paste(tile, ((slot % columns) * tile_w, (slot // columns) * tile_h))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def probe_mp4(data: bytes) -> tuple[int, int, int]:
     """(frame_count, width, height) of an mp4, by decoding every frame."""
     with av.open(io.BytesIO(data), mode="r") as container:

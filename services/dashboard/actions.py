@@ -10,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.consumer import wire
-from services.dashboard.read import DECODE_ERRORS, check_entry_id
+from services.dashboard.read import check_entry_id
 from services.ingest.api import Api, json_response
 from services.ingest.api_error import ApiError
 from services.keys import Keys
 from services.notifier import dlq as webhook_dlq
+from services.taskreads import DECODE_ERRORS
 from services.tasks import TaskStore
 
 MAX_BODY = 1 << 20

@@ -21,7 +21,7 @@ from services.consumer import wire
 from services.contracts import is_task_id
 from services.dashboard.actions import DeadLetterActions
 from services.dashboard.charts import charts
-from services.dashboard.read import job_dead_letters, read_states, webhook_dead_letters
+from services.dashboard.read import job_dead_letters, webhook_dead_letters
 from services.dashboard.task import task_detail
 from services.follow import last_id
 from services.ingest.api import Api, json_response
@@ -29,6 +29,7 @@ from services.ingest.api_error import ApiError
 from services.ingest.sse import frame
 from services.keys import Keys
 from services.models_config import ModelsConfig
+from services.taskreads import read_states
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js", "charts.js", "task.js", "submit.js", "common.js", "style.css"}

@@ -21,8 +21,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.dashboard.read import DECODE_ERRORS, entry_ms, scan_back
+from services.dashboard.read import entry_ms, scan_back
 from services.keys import GENERATOR_GROUP, Keys
+from services.taskreads import DECODE_ERRORS
 
 BUCKET_S = 60
 CHART_SCAN = 200_000  # entries read at most, newest first: the figures say `truncated` beyond it

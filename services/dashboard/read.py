@@ -12,18 +12,16 @@ import structlog
 from redis.asyncio import Redis
 
 from services.consumer import wire
-from services.consumer.errors import Undecodable
-from services.contracts import TaskState, dead_letter_decoder, state_from_hash
+from services.contracts import dead_letter_decoder
 from services.ingest.api_error import ApiError
 from services.keys import Keys
 from services.notifier.dlq import WebhookDeadLetter
-from services.redisconn import text_hash
+from services.taskreads import DECODE_ERRORS
 
 log = structlog.get_logger("wan22.dashboard")
 
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 SCAN_CHUNK = 2_000
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError, ValueError, Undecodable)
 _webhook_letter = msgspec.json.Decoder(WebhookDeadLetter)
 
 
@@ -32,32 +30,6 @@ def check_entry_id(value: str, field: str) -> str:
     if not ENTRY_ID.fullmatch(value):
         raise ApiError(422, f"{field} must be a stream entry id like 1700000000000-0", field, "invalid")
     return value
-
-
-def decode_state(task_id: str, raw: dict[str, str]) -> TaskState | None:
-    try:
-        return state_from_hash(raw | {"task_id": task_id})
-    except DECODE_ERRORS as exc:
-        log.warning("dashboard.bad_task_hash", task_id=task_id, error=str(exc))
-        return None
-
-
-async def read_state(redis: Redis, keys: Keys, task_id: str) -> TaskState | None:
-    raw = await text_hash(redis, keys.task(task_id))
-    return decode_state(task_id, raw) if raw else None
-
-
-async def read_states(redis: Redis, keys: Keys, task_ids: list[str]) -> dict[str, TaskState]:
-    """Many task hashes in one round trip; missing and undecodable ones are left out."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for task_id in task_ids:
-            pipe.hgetall(keys.task(task_id))
-        rows = await pipe.execute()
-    states = {}
-    for task_id, raw in zip(task_ids, rows, strict=True):
-        if raw and (state := decode_state(task_id, raw)) is not None:
-            states[task_id] = state
-    return states
 
 
 async def job_dead_letters(redis: Redis, keys: Keys, count: int) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ from redis.asyncio import Redis
 
 from services.consumer import wire
 from services.contracts import TERMINAL, Job, TaskState, dead_letter_decoder, job_decoder
-from services.dashboard.read import DECODE_ERRORS, entry_ms, read_state, scan_since
+from services.dashboard.read import entry_ms, scan_since
 from services.dashboard.webhooks import deliveries_of
 from services.keys import Keys
+from services.taskreads import DECODE_ERRORS, read_state
 
 EVENTS_SCAN = 50_000  # entries read at most per stream; far more than a task's lifetime holds
 TIMELINE_LIMIT = 2_000

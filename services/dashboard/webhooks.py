@@ -13,11 +13,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from services.consumer import wire
-from services.dashboard.read import DECODE_ERRORS, decode_webhook_letter, webhook_letter_row
+from services.dashboard.read import decode_webhook_letter, webhook_letter_row
 from services.keys import Keys
 from services.notifier import store
 from services.notifier.store import TASK_TARGET
 from services.redisconn import text_hash
+from services.taskreads import DECODE_ERRORS
 
 DLQ_SCAN = 5_000
 

@@ -141,7 +141,7 @@ class RankWorker:
         }
 
     def collect(self, key: str) -> dict[str, Any]:
-        """The encoded video and poster of a job `run` finished (waits for its encoding)."""
+        """The encoded video, poster and spritesheet of a job `run` finished (waits for its encoding)."""
         with self._encoded_lock:
             future = self._encoded.pop(key, None)
         if future is None:
@@ -150,8 +150,8 @@ class RankWorker:
 
 
 def _encode(frames: Any, fps: int) -> dict[str, Any]:
-    from wan.video import encode_mp4, poster_image
+    from wan.video import encode_mp4, poster_image, spritesheet_image
 
     started = time.perf_counter()
-    video, poster = encode_mp4(frames, fps), poster_image(frames, "jpeg")
-    return {"video": video, "poster": poster, "encode_s": time.perf_counter() - started}
+    video, poster, sheet = encode_mp4(frames, fps), poster_image(frames, "jpeg"), spritesheet_image(frames)
+    return {"video": video, "poster": poster, "spritesheet": sheet, "encode_s": time.perf_counter() - started}

@@ -1,6 +1,6 @@
 """The job handler: claim the task, run it on the gang, store the video, finish exactly once.
 
-Order on success: upload mp4 and poster, set the terminal state with the URLs (only if not yet
+Order on success: upload mp4, poster and spritesheet, set the terminal state with the URLs (only if not yet
 terminal) together with the `completed` event, and only then let the consumer ack. A job whose
 task is already terminal is only acked, so a redelivered job never yields a second event.
 
@@ -19,6 +19,7 @@ import structlog
 from redis.asyncio import Redis
 
 from services import metrics
+from services.assets import ASSETS, asset_key
 from services.consumer import Entry, Hooks
 from services.contracts import Cancelled, Completed, ErrorRecord, Failed, Job, Retrying, is_task_id, job_decoder
 from services.generator.gang import Gang, JobCancelled
@@ -89,12 +90,13 @@ class JobRunner:
         urls: dict[str, str] = {}
 
         async def put(name: str, key: str, content_type: str) -> None:
-            urls[name] = await self.storage.put(f"{job.task_id}/{key}", result[name], content_type)
+            urls[name] = await self.storage.put(asset_key(job.task_id, key), result[name], content_type)
 
         try:
-            async with anyio.create_task_group() as uploads:  # both at once
-                uploads.start_soon(put, "video", "video.mp4", "video/mp4")
-                uploads.start_soon(put, "poster", "poster.jpg", "image/jpeg")
+            async with anyio.create_task_group() as uploads:  # all at once
+                for name, variant in (("video", "video"), ("poster", "thumbnail"), ("spritesheet", "spritesheet")):
+                    if name in result:
+                        uploads.start_soon(put, name, ASSETS[variant].file, ASSETS[variant].media_type)
         except ExceptionGroup as group:  # the storage's own error, as the retry record shows it
             raise group.exceptions[0] from None
         video_url, poster_url = urls["video"], urls["poster"]

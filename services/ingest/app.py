@@ -6,6 +6,7 @@ import anyio
 from redis.asyncio import Redis
 
 from services import httpserver
+from services.assets import open_assets
 from services.consumer import StreamConsumer
 from services.dashboard.app import Dashboard
 from services.ingest.api import Api, build_app
@@ -15,6 +16,7 @@ from services.ingest.expiry import expire_loop
 from services.ingest.normalize import Normalizer
 from services.ingest.settings import IngestSettings
 from services.ingest.stream_door import StreamDoor
+from services.ingest.videos.routes import VideosApi
 from services.keys import INGEST_GROUP, Keys
 from services.models_config import ModelsConfig
 from services.naming import consumer_name
@@ -45,7 +47,15 @@ class IngestService:
         )
         self.api = Api(redis, keys, self.door, settings.tokens(), settings.max_body_bytes, settings.lease_ms)
         dashboard = Dashboard(self.api, redis, keys, models, settings.storage, settings.lease_ms)
-        self.app = build_app(self.api, dashboard.routes())
+        videos = VideosApi(
+            self.api,
+            models,
+            open_assets(settings.storage, settings.s3_endpoint_url),
+            default_model=settings.videos_default_model,
+            max_image_bytes=settings.max_image_bytes,
+            retention_s=settings.task_ttl_s,
+        )
+        self.app = build_app(self.api, [*videos.routes(), *dashboard.routes()])
         self._server: httpserver.Server | None = None
 
     async def run(self, *, http: bool = True) -> None:

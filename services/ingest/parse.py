@@ -21,7 +21,7 @@ def from_json(body: bytes) -> GenerateRequest:
     try:
         return request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_from(exc) from None
     except msgspec.DecodeError as exc:
         raise Invalid(f"body is not valid JSON: {exc}", None, "malformed") from None
 
@@ -39,7 +39,7 @@ def from_mapping(values: dict[str, Any]) -> GenerateRequest:
     try:
         return msgspec.convert(values, GenerateRequest, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_from(exc) from None
 
 
 def _flat_value(name: str, value: str) -> Any:
@@ -53,7 +53,7 @@ def _flat_value(name: str, value: str) -> Any:
     return value
 
 
-def _invalid(exc: msgspec.ValidationError) -> Invalid:
+def invalid_from(exc: msgspec.ValidationError) -> Invalid:
     """msgspec says e.g. "Expected `int`, got `str` - at `$.seed`"; keep the reason, name the field."""
     text = str(exc)
     reason, _, where = text.partition(" - at ")

@@ -21,6 +21,8 @@ class IngestSettings(CommonSettings, kw_only=True, frozen=True):
     task_ttl_s: int = 7 * 24 * 3600
     webhook_allow_networks: list[str] = []
     stream_concurrency: int = 64
+    s3_endpoint_url: str = ""  # the S3 endpoint of `storage`, for /v1/videos content (empty = AWS)
+    videos_default_model: str = ""  # /v1/videos without `model` (empty = `model` is required)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -28,6 +30,8 @@ class IngestSettings(CommonSettings, kw_only=True, frozen=True):
             raise SettingsError("WAN22_HTTP_PORT: must be between 1 and 65535")
         if self.api_tokens_file and not Path(self.api_tokens_file).is_file():
             raise SettingsError(f"WAN22_API_TOKENS_FILE: {self.api_tokens_file} is not a readable file")
+        if self.videos_default_model and "*" in self.videos_default_model:
+            raise SettingsError("WAN22_VIDEOS_DEFAULT_MODEL: must name one served task")
         if self.input_root and not Path(self.input_root).is_absolute():
             raise SettingsError("WAN22_INPUT_ROOT: must be an absolute path")
 

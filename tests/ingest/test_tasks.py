@@ -79,6 +79,9 @@ async def test_accepted_hash_is_the_queued_task_state(redis):
         updated_at=at,
         priority="normal",
         queue_entry=raw["queue_entry"],
+        prompt=accepted.prompt,
+        requested_size=f"{accepted.width}*{accepted.height}",
+        requested_frames=accepted.frame_num,
     )
     [(entry_id, _)] = await redis.xrange(KEYS.jobs("demo"))
     assert raw["queue_entry"] == entry_id

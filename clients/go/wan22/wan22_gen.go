@@ -162,32 +162,36 @@ type QueueInfo struct {
 
 // TaskState: The hash `wan22:task:<id>`: the task's current state, every value a string in Redis.
 type TaskState struct {
-	Attempts   int64             `json:"attempts,omitempty"`
-	CreatedAt  float64           `json:"created_at,omitempty"`
-	DeadlineAt float64           `json:"deadline_at,omitempty"`
-	Error      string            `json:"error,omitempty"`
-	Expert     string            `json:"expert,omitempty"`
-	Field      string            `json:"field,omitempty"`
-	Fps        int64             `json:"fps,omitempty"`
-	FrameNum   int64             `json:"frame_num,omitempty"`
-	Height     int64             `json:"height,omitempty"`
-	Metadata   map[string]string `json:"metadata,omitempty"`
-	PosterURL  string            `json:"poster_url,omitempty"`
-	Priority   string            `json:"priority,omitempty"`
-	Progress   float64           `json:"progress,omitempty"`
-	Queue      *QueueInfo        `json:"queue,omitempty"`
-	QueueEntry string            `json:"queue_entry,omitempty"`
-	RequestID  string            `json:"request_id,omitempty"`
-	Status     string            `json:"status"`
-	Step       int64             `json:"step,omitempty"`
-	Task       string            `json:"task,omitempty"`
-	TaskID     string            `json:"task_id"`
-	Total      int64             `json:"total,omitempty"`
-	UpdatedAt  float64           `json:"updated_at,omitempty"`
-	VideoURL   string            `json:"video_url,omitempty"`
-	WebhookURL string            `json:"webhook_url,omitempty"`
-	Width      int64             `json:"width,omitempty"`
-	Worker     string            `json:"worker,omitempty"`
+	Attempts        int64             `json:"attempts,omitempty"`
+	CreatedAt       float64           `json:"created_at,omitempty"`
+	DeadlineAt      float64           `json:"deadline_at,omitempty"`
+	DeletedAt       float64           `json:"deleted_at,omitempty"`
+	Error           string            `json:"error,omitempty"`
+	Expert          string            `json:"expert,omitempty"`
+	Field           string            `json:"field,omitempty"`
+	Fps             int64             `json:"fps,omitempty"`
+	FrameNum        int64             `json:"frame_num,omitempty"`
+	Height          int64             `json:"height,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+	PosterURL       string            `json:"poster_url,omitempty"`
+	Priority        string            `json:"priority,omitempty"`
+	Progress        float64           `json:"progress,omitempty"`
+	Prompt          string            `json:"prompt,omitempty"`
+	Queue           *QueueInfo        `json:"queue,omitempty"`
+	QueueEntry      string            `json:"queue_entry,omitempty"`
+	RequestID       string            `json:"request_id,omitempty"`
+	RequestedFrames int64             `json:"requested_frames,omitempty"`
+	RequestedSize   string            `json:"requested_size,omitempty"`
+	Status          string            `json:"status"`
+	Step            int64             `json:"step,omitempty"`
+	Task            string            `json:"task,omitempty"`
+	TaskID          string            `json:"task_id"`
+	Total           int64             `json:"total,omitempty"`
+	UpdatedAt       float64           `json:"updated_at,omitempty"`
+	VideoURL        string            `json:"video_url,omitempty"`
+	WebhookURL      string            `json:"webhook_url,omitempty"`
+	Width           int64             `json:"width,omitempty"`
+	Worker          string            `json:"worker,omitempty"`
 }
 
 // DeadLetter: An entry that could not be processed, with everything needed to replay it. For an
@@ -380,6 +384,8 @@ func TaskStateFromHash(taskID string, hash map[string]string) (TaskState, error)
 			state.CreatedAt, err = strconv.ParseFloat(value, 64)
 		case "deadline_at":
 			state.DeadlineAt, err = strconv.ParseFloat(value, 64)
+		case "deleted_at":
+			state.DeletedAt, err = strconv.ParseFloat(value, 64)
 		case "error":
 			state.Error = value
 		case "expert":
@@ -400,10 +406,16 @@ func TaskStateFromHash(taskID string, hash map[string]string) (TaskState, error)
 			state.Priority = value
 		case "progress":
 			state.Progress, err = strconv.ParseFloat(value, 64)
+		case "prompt":
+			state.Prompt = value
 		case "queue_entry":
 			state.QueueEntry = value
 		case "request_id":
 			state.RequestID = value
+		case "requested_frames":
+			state.RequestedFrames, err = strconv.ParseInt(value, 10, 64)
+		case "requested_size":
+			state.RequestedSize = value
 		case "status":
 			state.Status = value
 		case "step":

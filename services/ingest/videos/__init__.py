@@ -1,0 +1,1 @@
+"""`/v1/videos`: the OpenAI Videos API over the service's own tasks."""
