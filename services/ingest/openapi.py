@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from services.contracts import GenerateRequest, TaskState
+from services.ingest.videos.openapi import videos_components, videos_paths
 
 _REF = "#/components/schemas/{name}"
 _ERROR = {
@@ -56,7 +57,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components([GenerateRequest, TaskState], ref_template=_REF)
-    components |= {"Error": _ERROR, "TaskStarted": _ACCEPTED}
+    components |= {"Error": _ERROR, "TaskStarted": _ACCEPTED} | videos_components()
     return {
         "openapi": "3.1.0",
         "info": {"title": "wan22-serve", "version": "1", "description": "Wan2.2 video generation as a service"},
@@ -122,4 +123,5 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+        **videos_paths(auth),
     }

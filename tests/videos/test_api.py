@@ -198,3 +198,16 @@ async def test_tokens_guard_every_route_with_the_envelope(start_ingest) -> None:
                              ("DELETE", f"/v1/videos/{video.id}"), ("POST", "/v1/videos")]:  # fmt: skip
             response = await http.request(method, path)
             assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+
+
+async def test_openapi_document_describes_every_videos_route(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        spec = (await http.get("/openapi.json")).json()
+    paths = {path: set(ops) for path, ops in spec["paths"].items() if path.startswith("/v1/videos")}
+    assert paths == {
+        "/v1/videos": {"get", "post"},
+        "/v1/videos/{video_id}": {"get", "delete"},
+        "/v1/videos/{video_id}/content": {"get"},
+    }
+    fields = set(spec["components"]["schemas"]["VideoCreate"]["properties"])
+    assert {"prompt", "model", "size", "seconds", "input_reference", "guidance_scale_2", "flow_shift"} <= fields
