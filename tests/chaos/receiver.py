@@ -1,6 +1,8 @@
 """The soak's webhook receiver: verifies every signature with the `standardwebhooks` reference
 library, answers 500 or hangs past the notifier's timeout on a share of calls, and dedupes on
-`webhook-id` as a real receiver would."""
+`webhook-id` as a real receiver would. Each delivery fails on purpose at most `max_failures`
+times, fewer than the notifier's attempts, so a run of bad luck cannot use a delivery up: the
+soak then tests retrying, not the odds (a loaded machine's own slow answers come on top)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,12 @@ import standardwebhooks
 
 
 class Receiver:
-    def __init__(self, secret: str, failure_rate: float = 0.2, hang_s: float = 2.0, seed: int = 7) -> None:
+    def __init__(
+        self, secret: str, failure_rate: float = 0.2, hang_s: float = 2.0, seed: int = 7, max_failures: int = 2
+    ) -> None:
         self.webhook = standardwebhooks.Webhook(secret)
-        self.failure_rate, self.hang_s = failure_rate, hang_s
+        self.failure_rate, self.hang_s, self.max_failures = failure_rate, hang_s, max_failures
+        self.failures_of = Counter[str]()  # webhook-id -> failures answered on purpose
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.calls = 0
@@ -43,11 +48,13 @@ class Receiver:
         with self.lock:
             self.calls += 1
             roll = self.random.random()
+            if self.failures_of[headers.get("webhook-id", "")] >= self.max_failures:
+                roll = 1.0  # this delivery has had its share of bad luck
         if roll < self.failure_rate / 2:
-            self._count_failure()
+            self._count_failure(headers)
             return 500
         if roll < self.failure_rate:
-            self._count_failure()
+            self._count_failure(headers)
             time.sleep(self.hang_s)  # longer than the notifier waits
             return 200
         try:
@@ -64,9 +71,10 @@ class Receiver:
                 self.delivered[webhook_id] = payload if isinstance(payload, dict) else json.loads(body)
         return 204
 
-    def _count_failure(self) -> None:
+    def _count_failure(self, headers: dict[str, str]) -> None:
         with self.lock:
             self.failed_on_purpose += 1
+            self.failures_of[headers.get("webhook-id", "")] += 1
 
     def events_by_task(self) -> dict[str, list[str]]:
         with self.lock:
