@@ -26,7 +26,8 @@ SENTINEL_TIMEOUT_S = 2.0
 
 
 class NotReplicated(RedisError):
-    """WAIT heard back from fewer replicas than required: the write may not survive a failover."""
+    """A write is not known to survive a failover: WAIT heard back from fewer replicas than
+    required, or what it depends on is not on the server that answered."""
 
 
 def connect(url: str, *, max_connections: int = 256) -> Redis:
@@ -85,13 +86,6 @@ class _SyncSentinelPool(sentinel_sync.SentinelConnectionPool):
     def close(self) -> None:
         super().close()
         self.sentinel_manager.close()
-
-
-async def wait_replicas(redis: Redis, replicas: int, timeout_ms: int) -> None:
-    """WAIT on this client's connection; NotReplicated when fewer replicas acknowledged in time."""
-    acknowledged = int(await redis.execute_command("WAIT", replicas, timeout_ms))
-    if acknowledged < replicas:
-        raise NotReplicated(f"{acknowledged} of {replicas} replicas acknowledged within {timeout_ms} ms")
 
 
 async def text_hash(redis: Redis, key: str) -> dict[str, str]:

@@ -45,7 +45,7 @@ class Node:
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "redis.conf"
-        common = [f"port {self.port}", "bind 127.0.0.1", f'dir "{self.dir}"', "protected-mode no", "save \"\""]
+        common = [f"port {self.port}", "bind 127.0.0.1", f'dir "{self.dir}"', "protected-mode no", 'save ""']
         self.conf.write_text("\n".join(common + config) + "\n")  # a sentinel rewrites its file
         self.proc: subprocess.Popen[bytes] | None = None
 
