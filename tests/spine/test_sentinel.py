@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 import redis as redis_sync
+from redis.asyncio import Redis
 
 from services.keys import INGEST_GROUP, Keys
 from services.redisconn import connect, connect_sync
@@ -111,22 +112,27 @@ async def write_stream_requests(cluster: SentinelCluster, count: int) -> None:
     """The Go side's part: XADD each request and WAIT for a replica, again until acknowledged."""
     client = connect(cluster.url)
     try:
-        for i in range(count):
-            fields = {"task": "demo", "prompt": "a red fox", "size": "96*64", "task_id": f"s-{i}"}
-            while True:
-                try:
-                    async with client.pipeline(transaction=False) as pipe:
-                        pipe.xadd(KEYS.requests, fields)
-                        pipe.execute_command("WAIT", 1, 500)
-                        _, acknowledged = await pipe.execute()
-                    if acknowledged >= 1:
-                        break
-                except redis_sync.RedisError:
-                    pass
-                await anyio.sleep(0.05)
-            await anyio.sleep(0.1)
+        with anyio.fail_after(90):
+            await _write_each(client, count)
     finally:
         await client.aclose()
+
+
+async def _write_each(client: Redis, count: int) -> None:
+    for i in range(count):
+        fields = {"task": "demo", "prompt": "a red fox", "size": "96*64", "task_id": f"s-{i}"}
+        while True:
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(KEYS.requests, fields)
+                    pipe.execute_command("WAIT", 1, 500)
+                    _, acknowledged = await pipe.execute()
+                if acknowledged >= 1:
+                    break
+            except redis_sync.RedisError:
+                pass
+            await anyio.sleep(0.05)
+        await anyio.sleep(0.1)
 
 
 async def fail_over(cluster: SentinelCluster, answered: dict[str, str], at: int, killed_after: list[int]) -> None:
