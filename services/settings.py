@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from services import redisurl
 from services.consumer.policy import ConsumerSettings
 
 ENV_PREFIX = "WAN22_"
@@ -33,8 +34,10 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     metrics_port: int = 0  # 0 = no metrics server (ingest serves /metrics on its HTTP port)
 
     def __post_init__(self) -> None:
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"{ENV_PREFIX}REDIS_URL: must start with redis://, rediss:// or unix://")
+        try:
+            redisurl.check(self.redis_url)
+        except redisurl.RedisUrlError as exc:
+            raise SettingsError(f"{ENV_PREFIX}REDIS_URL: {exc}") from None
         if not self.prefix or any(c in self.prefix for c in " :*"):
             raise SettingsError(f"{ENV_PREFIX}PREFIX: must be non-empty without spaces, ':' or '*'")
         if self.lease_ms < 100:

@@ -7,18 +7,14 @@ conditional transitions are scripts; each is still one atomic step on the server
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
+from services.accept import Acceptor, AcceptResult, Wait
 from services.consumer.deadletter import replay
 from services.contracts import (
     TERMINAL,
-    Accepted,
     Cancelled,
     DeadLetter,
     Event,
@@ -37,58 +33,8 @@ from services.contracts import (
 from services.keys import Keys
 from services.redisconn import text_hash
 
-_json = msgspec.json.Encoder()
-
 EXPIRED_ERROR = "expired: still queued past its deadline"
 _TERMINAL_LUA = "{" + ", ".join(f"['{s}']=true" for s in sorted(TERMINAL)) + "}"
-
-# Accepts a batch of jobs in one call; each is checked and written in turn, so a repeated task id or
-# idempotency key within the batch maps to the first. One call for many jobs: per-command client
-# cost, not Redis, bounded the accept rate when each job was its own EVALSHA.
-# KEYS, 7 per job: task hash, jobs stream (of its priority), events stream, idempotency key ('' =
-# none), deadlines set ('' = no deadline), answered marker of its request entry ('' = none), the
-# index of tasks by creation time (what `GET /v1/videos` pages through).
-# ARGV: task ttl, idem ttl, then 4 per job: task id, job payload, accepted payload, hash fields as
-# one JSON object (one argument instead of thirty: encoding arguments costs more than decoding).
-# The job's entry id goes into the hash (`queue_entry`) for queue positions.
-# Returns per job, flat: 1 (created), 0 (an earlier task's id) or 2 (this request entry was
-# answered before: a redelivery, nothing written), and the task id.
-ACCEPT = """
-local out = {}
-for j = 0, #KEYS / 7 - 1 do
-  local k, a = j * 7, 2 + j * 4
-  local task_id, idem, answered = ARGV[a + 1], KEYS[k + 4], KEYS[k + 6]
-  local existing = nil
-  if answered ~= '' then existing = redis.call('GET', answered) end
-  if existing then
-    out[#out + 1], out[#out + 2] = 2, existing
-  else
-  if idem ~= '' then existing = redis.call('GET', idem) end
-  if not existing and redis.call('EXISTS', KEYS[k + 1]) == 1 then existing = task_id end
-  if existing then
-    out[#out + 1], out[#out + 2] = 0, existing
-  else
-    local entry_id = redis.call('XADD', KEYS[k + 2], '*', 'type', 'job', 'task_id', task_id, 'payload', ARGV[a + 2])
-    local fields = cjson.decode(ARGV[a + 4])
-    local flat = {}
-    for name, value in pairs(fields) do
-      flat[#flat + 1] = name
-      flat[#flat + 1] = value
-    end
-    flat[#flat + 1], flat[#flat + 2] = 'queue_entry', entry_id
-    redis.call('HSET', KEYS[k + 1], unpack(flat))
-    redis.call('EXPIRE', KEYS[k + 1], ARGV[1])
-    redis.call('XADD', KEYS[k + 3], '*', 'type', 'accepted', 'task_id', task_id, 'payload', ARGV[a + 3])
-    if idem ~= '' then redis.call('SET', idem, task_id, 'EX', ARGV[2]) end
-    if KEYS[k + 5] ~= '' then redis.call('ZADD', KEYS[k + 5], fields['deadline_at'], task_id) end
-    if answered ~= '' then redis.call('SET', answered, task_id, 'EX', ARGV[2]) end
-    redis.call('ZADD', KEYS[k + 7], fields['created_at'], task_id)
-    out[#out + 1], out[#out + 2] = 1, task_id
-  end
-  end
-end
-return out
-"""
 
 # KEYS: answered marker ('' = none), task hash ('' = do not record a state), events stream.
 # ARGV: marker ttl, event payload, task id, task ttl, hash k/v...
@@ -189,39 +135,12 @@ return 'running'
 )
 
 
-# The hash of a queued task, as `state_to_hash` writes it, built once: only a few fields vary.
-_NOT_QUEUED_FIELDS = ("task_id", "queue_entry")  # the script adds the entry id
-_QUEUED_HASH = {
-    k: v for k, v in state_to_hash(TaskState(task_id="", status="queued")).items() if k not in _NOT_QUEUED_FIELDS
-}
-
-
-def _queued_fields(job: Job, at: float) -> dict[str, str]:
-    ts, metadata = str(at), _json.encode(job.metadata).decode()
-    varying = {"task": job.task, "request_id": job.request_id, "webhook_url": job.webhook_url or ""}
-    fields = _QUEUED_HASH | varying | {"metadata": metadata, "created_at": ts, "updated_at": ts}
-    fields["priority"] = job.priority
-    fields["prompt"] = job.prompt
-    fields["requested_size"] = f"{job.width}*{job.height}"
-    fields["requested_frames"] = str(job.frame_num)
-    if job.deadline_at:
-        fields["deadline_at"] = repr(job.deadline_at)
-    return fields
-
-
-@dataclass(frozen=True)
-class AcceptResult:
-    task_id: str
-    created: bool  # False: an idempotent replay of an earlier request, or a redelivery
-    redelivered: bool = False  # this request entry was answered before: nothing was written
-
-
 class TaskStore:
     """Task state transitions; owns no connection (the Redis client is injected)."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, task_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, task_ttl_s: int = 7 * 24 * 3600, wait: Wait | None = None) -> None:
         self.redis, self.keys, self.task_ttl_s = redis, keys, task_ttl_s
-        self._accept = redis.register_script(ACCEPT)
+        self._acceptor = Acceptor(redis, keys, task_ttl_s, wait or Wait())
         self._finish = redis.register_script(FINISH)
         self._cancel = redis.register_script(CANCEL)
         self._claim = redis.register_script(CLAIM)
@@ -239,49 +158,10 @@ class TaskStore:
         return result
 
     async def accept_many(
-        self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int, *, answer_once: bool = False
+        self, jobs: list[tuple[Job, str | None]], idem_ttl_s: int, *, answer_once: bool = False, confirm: bool = True
     ) -> list[AcceptResult]:
-        """`accept` for many jobs in one script call; each job is still written whole or not at all.
-        `answer_once`: each job's request_id is a stream entry that may be delivered again (its
-        consumer died before acking): its answer is then not repeated, nor its task created twice."""
-        keys: list[str] = []
-        args: list[Any] = [self.task_ttl_s, idem_ttl_s]
-        for job, idempotency_key in jobs:
-            answered = self.keys.answered(job.request_id) if answer_once else ""
-            self._add_accept(keys, args, job, idempotency_key, answered)
-        reply = await self._accept(keys=keys, args=args)  # EVALSHA, loads the script on NOSCRIPT
-        results = [
-            AcceptResult(task_id=str(reply[i + 1]), created=int(reply[i]) == 1, redelivered=int(reply[i]) == 2)
-            for i in range(0, len(reply), 2)
-        ]
-        replays = [(job, r) for (job, _), r in zip(jobs, results, strict=True) if not r.created and not r.redelivered]
-        if replays:  # tell each producer which task its repeated request maps to
-            async with self.redis.pipeline(transaction=answer_once) as pipe:
-                for job, result in replays:
-                    event = Accepted(
-                        task_id=result.task_id, request_id=job.request_id, task=job.task, idempotent_replay=True
-                    )
-                    pipe.xadd(self.keys.events, event_entry(event))
-                    if answer_once:
-                        pipe.set(self.keys.answered(job.request_id), result.task_id, ex=idem_ttl_s)
-                await pipe.execute()
-        return results
-
-    def _add_accept(
-        self, keys: list[str], args: list[Any], job: Job, idempotency_key: str | None, answered: str
-    ) -> None:
-        at = now()
-        accepted = Accepted(task_id=job.task_id, request_id=job.request_id, task=job.task, ts=at)
-        keys += [
-            self.keys.task(job.task_id),
-            self.keys.jobs(job.task, job.priority),
-            self.keys.events,
-            self.keys.idempotency(idempotency_key) if idempotency_key else "",
-            self.keys.deadlines if job.deadline_at else "",
-            answered,
-            self.keys.tasks_by_created,
-        ]
-        args += [job.task_id, encode(job), encode(accepted), _json.encode(_queued_fields(job, at))]
+        """Many accepts in one script call (services.accept)."""
+        return await self._acceptor.accept_many(jobs, idem_ttl_s, answer_once=answer_once, confirm=confirm)
 
     async def finish(self, event: Event, fields: dict[str, object]) -> bool:
         """Terminal state + its event, once per task; False when the task was already terminal."""

@@ -17,13 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-import redis as redis_sync
 import structlog
 
 from services.contracts import job_decoder
 from services.generator.reporter import StepReporter
 from services.keys import Keys
 from services.models_config import ServedTask
+from services.redisconn import connect_sync
 
 log = structlog.get_logger("wan22.rank")
 
@@ -34,7 +34,7 @@ class RankWorker:
     def __init__(self, rank: int, world_size: int, redis_url: str, prefix: str, progress_maxlen: int) -> None:
         self.rank, self.world_size = rank, world_size
         self.keys, self.progress_maxlen = Keys(prefix), progress_maxlen
-        self.redis = redis_sync.Redis.from_url(redis_url, decode_responses=True) if rank == 0 else None
+        self.redis = connect_sync(redis_url) if rank == 0 else None
         self.model: Any = None
         self.device = "cpu"
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None

@@ -19,3 +19,9 @@ class ApiError(Exception):
 
 def redis_down() -> ApiError:
     return ApiError(503, "the queue (Redis) is unavailable; retry shortly", None, "unavailable", {"Retry-After": "2"})
+
+
+def not_replicated(why: str) -> ApiError:
+    """Accepted by the primary, but not confirmed on enough replicas to survive a failover."""
+    message = f"the request was not confirmed on enough Redis replicas ({why}); retry it with the same Idempotency-Key"
+    return ApiError(503, message, None, "unavailable", {"Retry-After": "1"})

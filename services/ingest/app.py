@@ -6,6 +6,7 @@ import anyio
 from redis.asyncio import Redis
 
 from services import httpserver
+from services.accept import Wait
 from services.assets import open_assets
 from services.consumer import StreamConsumer
 from services.dashboard.app import Dashboard
@@ -26,7 +27,8 @@ from services.tasks import TaskStore
 class IngestService:
     def __init__(self, redis: Redis, settings: IngestSettings, models: ModelsConfig) -> None:
         keys = Keys(settings.prefix)
-        self.tasks = TaskStore(redis, keys, task_ttl_s=settings.task_ttl_s)
+        wait = Wait(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        self.tasks = TaskStore(redis, keys, task_ttl_s=settings.task_ttl_s, wait=wait)
         self.lag = LagMonitor(redis, keys, models.names)
         self.door = Door(self.tasks, Normalizer(models, settings), self.lag, settings)
         self.settings = settings

@@ -33,7 +33,12 @@ class Door:
 
     async def accept(self, jobs: list[tuple[Job, str | None]], door: str) -> list[AcceptResult]:
         ttl = self.settings.idempotency_ttl_s
-        results = await self.tasks.accept_many(jobs, ttl, answer_once=door == "stream")
+        # Only an HTTP answer waits for replicas. The stream door's answer is an event, readable
+        # before any WAIT; and its request entry stays pending until the XACK, which replicates
+        # after the accept: a replica that has the ack has the accept, and one without it
+        # redelivers the entry. A failed WAIT there would only burn the entry's attempts.
+        stream = door == "stream"
+        results = await self.tasks.accept_many(jobs, ttl, answer_once=stream, confirm=not stream)
         for result in results:
             outcome = "accepted" if result.created else "redelivered" if result.redelivered else "duplicate"
             metrics.REQUESTS.labels(door, outcome, "").inc()

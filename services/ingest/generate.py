@@ -15,10 +15,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.ingest import parse
-from services.ingest.api_error import ApiError, redis_down
+from services.ingest.api_error import ApiError, not_replicated, redis_down
 from services.ingest.auth import BearerAuth
 from services.ingest.door import Door
 from services.ingest.invalid import Invalid
+from services.redisconn import NotReplicated
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +39,9 @@ class GenerateEndpoint:
             await self._generate(scope, receive, send)
         except ApiError as exc:
             await _send_json(send, exc.status, exc.body, exc.headers)
+        except NotReplicated as exc:
+            error = not_replicated(str(exc))
+            await _send_json(send, error.status, error.body, error.headers)
         except RedisError:
             error = redis_down()
             await _send_json(send, error.status, error.body, error.headers)

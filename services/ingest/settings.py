@@ -23,6 +23,9 @@ class IngestSettings(CommonSettings, kw_only=True, frozen=True):
     stream_concurrency: int = 64
     s3_endpoint_url: str = ""  # the S3 endpoint of `storage`, for /v1/videos content (empty = AWS)
     videos_default_model: str = ""  # /v1/videos without `model` (empty = `model` is required)
+    # WAIT for this many replicas after each accept before answering (0 = off), for up to the timeout.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +37,10 @@ class IngestSettings(CommonSettings, kw_only=True, frozen=True):
             raise SettingsError("WAN22_VIDEOS_DEFAULT_MODEL: must name one served task")
         if self.input_root and not Path(self.input_root).is_absolute():
             raise SettingsError("WAN22_INPUT_ROOT: must be an absolute path")
+        if self.redis_wait_replicas < 0:
+            raise SettingsError("WAN22_REDIS_WAIT_REPLICAS: must be 0 (off) or more")
+        if self.redis_wait_timeout_ms < 1:  # WAIT 0 would block an accept for as long as a replica is away
+            raise SettingsError("WAN22_REDIS_WAIT_TIMEOUT_MS: must be at least 1")
 
     def tokens(self) -> frozenset[str]:
         tokens = set(self.api_tokens)

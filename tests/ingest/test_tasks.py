@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
+from services.accept import REPLAY, Wait
 from services.consumer import Entry, dead_letter
 from services.contracts import Cancelled, Completed, Failed, Job, TaskState, event_decoder, now, state_to_hash
 from services.keys import GENERATOR_GROUP, Keys
+from services.redisconn import NotReplicated
 from services.tasks import TaskStore
 
 KEYS = Keys()
@@ -36,6 +39,28 @@ async def test_batch_accept_survives_an_emptied_script_cache(redis):
     results = await store.accept_many([(job("b"), None), (job("c"), "key-1"), (job("a"), None)], 60)
     assert [(r.task_id, r.created) for r in results] == [("b", True), ("c", True), ("a", False)]
     assert await redis.xlen(KEYS.jobs("demo")) == 3
+
+
+async def test_an_accept_no_replica_acknowledges_is_written_but_fails_and_so_does_its_repeat(redis):
+    store = TaskStore(redis, KEYS, wait=Wait(replicas=1, timeout_ms=20))  # this Redis has no replica
+    with pytest.raises(NotReplicated, match="0 of 1 replicas acknowledged within 20 ms"):
+        await store.accept(job("w"), "key-w", 60)
+    assert await redis.get(KEYS.idempotency("key-w")) == "w"  # the primary has it; nobody was told
+    with pytest.raises(NotReplicated):
+        await store.accept(job("w2"), "key-w", 60)
+    assert await redis.xlen(KEYS.jobs("demo")) == 1
+    [result] = await TaskStore(redis, KEYS).accept_many([(job("w2"), "key-w")], 60, confirm=True)
+    assert (result.task_id, result.created) == ("w", False)  # no WAIT configured: confirm asks nothing
+
+
+async def test_a_replay_names_only_a_task_on_the_server_it_runs_on(redis):
+    replay = redis.register_script(REPLAY)
+    await redis.set(KEYS.idempotency("kept"), "t1")
+    keys = [KEYS.events, "", KEYS.idempotency("kept"), KEYS.task("t1")]
+    keys += [KEYS.events, KEYS.answered("r2"), KEYS.idempotency("lost"), KEYS.task("t2")]  # lost in a failover
+    assert await replay(keys=keys, args=[60, "t1", "{}", "t2", "{}"]) == [1, 0]
+    assert [f["task_id"] for _, f in await redis.xrange(KEYS.events)] == ["t1"]
+    assert not await redis.exists(KEYS.answered("r2"))
 
 
 async def test_one_terminal_state_and_event_whoever_races(redis):

@@ -16,13 +16,14 @@ from starlette.routing import Route
 from services.assets import ASSETS, AssetStore, asset_key
 from services.contracts import TERMINAL, TaskState, is_task_id, now
 from services.ingest.api import Api, json_response
-from services.ingest.api_error import ApiError, redis_down
+from services.ingest.api_error import ApiError, not_replicated, redis_down
 from services.ingest.invalid import Invalid
 from services.ingest.videos.content import byte_range
 from services.ingest.videos.create import PARAM_OF_FIELD, parse_create, to_request
 from services.ingest.videos.form import read_values
 from services.ingest.videos.objects import poll_after_ms, video_object
 from services.models_config import ModelsConfig
+from services.redisconn import NotReplicated
 from services.taskreads import read_states
 
 Handler = Callable[[Any, Request], Awaitable[Response]]
@@ -43,6 +44,8 @@ def openai_errors(handler: Handler) -> Handler:
             )
         except ApiError as exc:
             return _envelope(exc)
+        except NotReplicated as exc:
+            return _envelope(not_replicated(str(exc)))
         except RedisError:
             return _envelope(redis_down())
 
