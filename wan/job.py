@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from wan.presets import TaskPreset, expert_guidance, negative_prompt_for
 
@@ -17,6 +17,17 @@ class Cancelled(Exception):
     def __init__(self, step: int, total: int):
         self.step, self.total = step, total
         super().__init__(f"cancelled after step {step} of {total}")
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """One LoRA adapter of a job, resolved from the task's registry (never a path from a request);
+    `expert` as in the models TOML: both, high_noise (`transformer`) or low_noise (`transformer_2`)."""
+
+    name: str
+    path: str
+    scale: float = 1.0
+    expert: Literal["both", "high_noise", "low_noise"] = "both"
 
 
 @dataclass
@@ -48,6 +59,7 @@ class GenerationInput:
     guide_scale: float
     guide_scale_2: float | None
     seed: int
+    loras: tuple[AdapterChoice, ...] = ()  # switched in before the job (wan.adapters)
 
     @classmethod
     def from_preset(

@@ -1,4 +1,5 @@
-"""LoRA adapters fused into the resident experts at load time.
+"""LoRA adapters: read, checked against a model and fused into its weights (at load time for a
+task's own `loras`; wan.adapters switches per-job adapters with the same pieces).
 
 The file is read and its keys normalised by diffusers' own `WanLoraLoaderMixin.lora_state_dict`
 (diffusers/PEFT names, the original Wan release's `diffusion_model.*` names and musubi's), and the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,30 +37,69 @@ def read_lora(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, meta
 
 
+@dataclass(frozen=True)
+class LayerDelta:
+    """One layer's low-rank update: `W + scale * alpha_scale * up @ down` (and the bias's)."""
+
+    down: torch.Tensor
+    up: torch.Tensor
+    bias: torch.Tensor | None
+    alpha_scale: float  # PEFT's lora_alpha / r (or / sqrt(r) with rsLoRA)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.down, self.up] + ([self.bias] if self.bias is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def read_deltas(path: str) -> dict[str, LayerDelta]:
+    """Every layer update of a LoRA file, by module name; ValueError naming the file when it is
+    unreadable or holds anything but LoRA pairs."""
+    state, meta = read_lora(path)
+    deltas = {}
+    for name, (down, up, bias) in _pairs(state, path).items():
+        rank = down.shape[0]
+        alpha_scale = _alpha(meta, name, rank) / (math.sqrt(rank) if meta.get("use_rslora") else rank)
+        deltas[name] = LayerDelta(down, up, bias, alpha_scale)
+    return deltas
+
+
+def check_layers(model: nn.Module, deltas: dict[str, LayerDelta], path: str) -> dict[str, nn.Module]:
+    """The model's layers each delta updates; ValueError for names or shapes the model lacks."""
+    modules = dict(model.named_modules())
+    missing = sorted(name for name in deltas if name not in modules)
+    if missing:
+        raise ValueError(f"LoRA {path}: no layer named {missing[:3]} in the model (a LoRA for another model?)")
+    layers = {name: modules[name] for name in deltas}
+    for name, delta in deltas.items():
+        shape = (delta.up.shape[0], delta.down.shape[1])
+        weight = getattr(layers[name], "weight", None)
+        if weight is None or tuple(weight.shape) != shape:
+            have = tuple(weight.shape) if weight is not None else None
+            raise ValueError(f"LoRA {path}: {name} is {shape}, the model's {have}")
+    return layers
+
+
+def fuse_delta(layer: nn.Module, delta: LayerDelta, scale: float) -> None:
+    """`W += scale * B @ A` in fp32, cast back to the weight's dtype."""
+    factor = scale * delta.alpha_scale
+    weight = layer.weight
+    update = delta.up.to(torch.float32) @ delta.down.to(torch.float32)
+    weight.copy_((weight.to(torch.float32) + factor * update.to(weight.device)).to(weight.dtype))
+    if delta.bias is not None:
+        bias = layer.bias
+        bias.copy_((bias.to(torch.float32) + factor * delta.bias.to(bias.device)).to(bias.dtype))
+
+
 def fuse_lora(model: nn.Module, spec: LoraSpec) -> int:
     """Fuse one LoRA file into `model` (a WanTransformer3DModel). Returns the number of layers
     changed; a key that names no layer of the model is an error (a LoRA for another model)."""
-    state, meta = read_lora(spec.path)
-    pairs = _pairs(state, spec.path)
-    modules = dict(model.named_modules())
-    missing = sorted(name for name in pairs if name not in modules)
-    if missing:
-        raise ValueError(f"LoRA {spec.path}: no layer named {missing[:3]} in the model (a LoRA for another model?)")
+    deltas = read_deltas(spec.path)
+    layers = check_layers(model, deltas, spec.path)
     with torch.no_grad():
-        for name, (down, up, bias) in pairs.items():
-            layer = modules[name]
-            rank = down.shape[0]
-            scale = spec.scale * _alpha(meta, name, rank) / (math.sqrt(rank) if meta.get("use_rslora") else rank)
-            weight = layer.weight
-            delta = up.to(torch.float32) @ down.to(torch.float32)
-            if delta.shape != weight.shape:
-                raise ValueError(f"LoRA {spec.path}: {name} is {tuple(delta.shape)}, the model's {tuple(weight.shape)}")
-            weight.copy_((weight.to(torch.float32) + scale * delta.to(weight.device)).to(weight.dtype))
-            if bias is not None:
-                layer.bias.copy_(
-                    (layer.bias.to(torch.float32) + scale * bias.to(layer.bias.device)).to(layer.bias.dtype)
-                )
-    return len(pairs)
+        for name, delta in deltas.items():
+            fuse_delta(layers[name], delta, spec.scale)
+    return len(deltas)
 
 
 def _pairs(state: dict[str, torch.Tensor], path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, Any]]:
@@ -89,17 +130,14 @@ def _alpha(meta: dict[str, Any], name: str, rank: int) -> float:
     return float(rank)  # no metadata: the diffusers/PEFT convention W + B @ A
 
 
+def experts_for(expert: str, transformer: nn.Module, transformer_2: nn.Module | None) -> list[nn.Module]:
+    """`both` is every expert, `high_noise` is `transformer`, `low_noise` is `transformer_2`."""
+    targets = {"both": [transformer, transformer_2], "high_noise": [transformer], "low_noise": [transformer_2]}
+    return [model for model in targets[expert] if model is not None]
+
+
 def fuse_loras(transformer: nn.Module, transformer_2: nn.Module | None, loras: tuple[LoraSpec, ...]) -> int:
-    """Fuse each LoRA into the expert(s) it names: `both` is every expert, `high_noise` is
-    `transformer`, `low_noise` is `transformer_2`. Returns the layers changed in all."""
-    changed = 0
-    for spec in loras:
-        targets = {
-            "both": [transformer, transformer_2],
-            "high_noise": [transformer],
-            "low_noise": [transformer_2],
-        }[spec.expert]
-        for model in targets:
-            if model is not None:
-                changed += fuse_lora(model, spec)
-    return changed
+    """Fuse each LoRA into the expert(s) it names. Returns the layers changed in all."""
+    return sum(
+        fuse_lora(model, spec) for spec in loras for model in experts_for(spec.expert, transformer, transformer_2)
+    )

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from wan import accel
+from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
 from wan.decode import decode_latents
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
@@ -62,6 +63,7 @@ class WanModel:
         self.offloader = offloader  # None: every module stays on the device
         self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
         self.speedups = Speedups()
+        self.adapters: AdapterSwitcher | None = None  # per-job LoRA adapters (set by `load`)
 
     @classmethod
     def load(
@@ -75,6 +77,8 @@ class WanModel:
         vae_tiling: bool = False,
         offload: OffloadMode = "none",
         speedups: Speedups | None = None,
+        lora_switch: str = "auto",
+        lora_cache_bytes: int = 4 << 30,
     ) -> WanModel:
         """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
         caller has already initialised torch.distributed; every rank calls this. `offload` keeps
@@ -106,6 +110,8 @@ class WanModel:
             comps.vae.enable_tiling()
         model = cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
         model.speedups = speedups
+        mode = switch_mode(lora_switch, fsdp=fsdp, fp8=speedups.fp8)
+        model.adapters = AdapterSwitcher((comps.transformer, comps.transformer_2), mode, AdapterFiles(lora_cache_bytes))
         return model
 
     def generate(
@@ -127,6 +133,10 @@ class WanModel:
         pipe = self._pipes["i2v" if inp.image is not None else "t2v"]
         pipe.scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
         accel.before_job(self._comps)
+        if self.adapters is not None:
+            self.adapters.switch(inp.loras)  # same on every rank: each reads the files itself
+        elif inp.loras:
+            raise ValueError("this model was not loaded with adapter switching (WanModel.load)")
         callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
         # Ulysses only (ring refuses such jobs in `_validate`): cut into shards one token apart.
         uneven = splits_unevenly(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees.total)
