@@ -37,6 +37,28 @@ def now() -> float:
     return time.time()
 
 
+Expert = Literal["both", "high_noise", "low_noise"]
+LoraScale = Annotated[float, Meta(ge=-8, le=8)]
+MAX_LORAS = 4
+
+
+class LoraChoice(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """An adapter of the task's LoRA registry, by name (a request never names a path). Scale and
+    expert default to the registry entry's."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    scale: LoraScale | None = None
+    expert: Expert | None = None
+
+
+class JobLora(Struct, kw_only=True):
+    """A resolved choice: the generator finds the file under `name` in its own registry."""
+
+    name: str
+    scale: float = 1.0
+    expert: Expert = "both"
+
+
 class GenerateRequest(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """A raw request as the Go side XADDs it (`payload` JSON or flat fields) or as POST /generate
     sends it (the original design's body). Ingest validates it into a `Job`."""
@@ -59,6 +81,7 @@ class GenerateRequest(Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
     max_attempts: Annotated[int, Meta(ge=1, le=20)] | None = None
     priority: Priority | None = None
     deadline_s: DeadlineS | None = None
+    loras: Annotated[list[LoraChoice], Meta(max_length=MAX_LORAS)] | None = None
 
 
 class Job(Struct, kw_only=True):
@@ -87,6 +110,7 @@ class Job(Struct, kw_only=True):
     priority: Priority = "normal"
     # Epoch seconds; 0 = none. Still queued past it: `failed` with error_type `expired`, never run.
     deadline_at: float = 0.0
+    loras: list[JobLora] = []
 
 
 class Progress(Struct, kw_only=True):

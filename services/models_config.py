@@ -11,6 +11,14 @@ which checkpoint, on how many ranks. Torch-free, so ingest can read it.
     offload = "experts"          # A14B on one 80 GB GPU
     negative_prompt = "..."      # replaces the release's default negative prompt
 
+    [tasks.t2v-A14B.lora_registry]   # adapters a request may pick by name (`loras`)
+    dir = "/models/loras/t2v"        # every *.safetensors in it, named by its file stem
+    [[tasks.t2v-A14B.lora_registry.adapters]]
+    name = "anime"
+    path = "/models/loras/anime_high.safetensors"
+    expert = "high_noise"            # both (default), high_noise or low_noise
+    scale = 0.8                      # when a request gives none
+
     [tasks.demo]                 # a task of the deployment's own
     base = "ti2v-5B"
     ckpt_dir = ".wan22/models/demo"
@@ -21,15 +29,49 @@ which checkpoint, on how many ranks. Torch-free, so ingest can read it.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from services.settings import SettingsError
 from wan.presets import PRESETS, TaskPreset, derive_preset
 from wan.speedups import LoraSpec, Speedups, StepCacheSpec
+
+AdapterName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Expert = Literal["both", "high_noise", "low_noise"]
+
+
+class RegisteredAdapter(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    name: AdapterName
+    path: str
+    expert: Expert = "both"
+    scale: float = 1.0
+
+
+class LoraRegistry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The LoRA adapters a request may choose by name; requests never name a path."""
+
+    dir: str = ""
+    adapters: tuple[RegisteredAdapter, ...] = ()
+    switch: Literal["auto", "fuse", "runtime"] = "auto"  # wan.adapters: how a gang switches them
+    cache_bytes: int = 4 << 30  # adapter files kept in host memory
+
+    def entries(self) -> dict[str, RegisteredAdapter]:
+        """Named entries, then the directory's files (a named entry wins over a file of its name).
+        A directory this process cannot read adds nothing (ingest may not mount it: name them)."""
+        found: dict[str, RegisteredAdapter] = {}
+        root = Path(self.dir) if self.dir else None
+        if root is not None and root.is_dir():
+            for file in sorted(root.glob("*.safetensors")):
+                if _ADAPTER_NAME.fullmatch(file.stem):
+                    found[file.stem] = RegisteredAdapter(name=file.stem, path=str(file))
+        return found | {entry.name: entry for entry in self.adapters}
+
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
@@ -54,6 +96,7 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     compile_blocks: bool = False
     fp8: bool = False
     parallel_decode: bool = False
+    lora_registry: LoraRegistry = LoraRegistry()
 
     @property
     def speedups(self) -> Speedups:
@@ -108,6 +151,32 @@ def _served_task(name: str, table: dict[str, object], path: str) -> ServedTask:
     serving = {k: table.pop(k) for k in list(table) if k in _SERVING_FIELDS}
     try:
         preset = derive_preset(base, name, table)
-        return msgspec.convert({"name": name, "preset": preset, **serving}, ServedTask)
+        served = msgspec.convert({"name": name, "preset": preset, **serving}, ServedTask)
     except (msgspec.ValidationError, TypeError, ValueError) as exc:
         raise SettingsError(f"WAN22_MODELS: [tasks.{name}] in {path}: {exc}") from None
+    one_expert = served.preset.boundary_ratio is None
+    for entry in served.lora_registry.adapters:
+        if one_expert and entry.expert != "both":
+            message = f"adapter {entry.name!r} names expert {entry.expert!r}; a one-expert model takes both"
+            raise SettingsError(f"WAN22_MODELS: [tasks.{name}.lora_registry] in {path}: {message}")
+    return served
+
+
+def describe(served: ServedTask) -> dict[str, Any]:
+    """A served task as discovery shows it (`wan22 models list`, `GET /v1/models`)."""
+    preset = served.preset
+    adapters = served.lora_registry.entries()
+    return {
+        "id": served.name,
+        "kind": preset.kind,
+        "sizes": list(preset.sizes),
+        "fps": preset.fps,
+        "frame_num": preset.frame_num,
+        "max_frames": preset.max_frames,
+        "world_size": served.world_size,
+        "loras": [{"name": a.name, "expert": a.expert, "scale": a.scale} for a in adapters.values()],
+    }
+
+
+def catalogue(config: ModelsConfig) -> list[dict[str, Any]]:
+    return [describe(config.tasks[name]) for name in config.names]

@@ -35,6 +35,10 @@ def register_models(actions: argparse._SubParsersAction) -> None:
     )
     convert.set_defaults(run=_run_convert)
 
+    from services.cli.models_list import add_list  # torch-free: what the deployment serves
+
+    add_list(actions)
+
 
 def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("generate", help="generate one video locally (like Wan2.2's generate.py)")

@@ -19,10 +19,10 @@ from typing import Any
 import msgspec
 import structlog
 
-from services.contracts import job_decoder
+from services.contracts import JobLora, job_decoder
 from services.generator.reporter import StepReporter
 from services.keys import Keys
-from services.models_config import ServedTask
+from services.models_config import LoraRegistry, RegisteredAdapter, ServedTask
 from services.redisconn import connect_sync
 
 log = structlog.get_logger("wan22.rank")
@@ -36,6 +36,8 @@ class RankWorker:
         self.keys, self.progress_maxlen = Keys(prefix), progress_maxlen
         self.redis = connect_sync(redis_url) if rank == 0 else None
         self.model: Any = None
+        self.registry = LoraRegistry()
+        self.adapters: dict[str, RegisteredAdapter] = {}
         self.device = "cpu"
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None
         self._encoded: dict[str, Future[dict[str, Any]]] = {}
@@ -88,8 +90,25 @@ class RankWorker:
             vae_tiling=served.vae_tiling,
             offload=served.offload,
             speedups=served.speedups,
+            lora_switch=served.lora_registry.switch,
+            lora_cache_bytes=served.lora_registry.cache_bytes,
         )
+        self.registry = served.lora_registry
+        self.adapters = self.registry.entries()
         return time.perf_counter() - started
+
+    def _adapter(self, lora: JobLora) -> Any:
+        """The registry's file for a job's adapter; the directory is read again for a name not
+        seen yet (adapters may be added while the gang runs)."""
+        from wan.job import AdapterChoice
+
+        entry = self.adapters.get(lora.name)
+        if entry is None:
+            self.adapters = self.registry.entries()
+            entry = self.adapters.get(lora.name)
+        if entry is None:
+            raise ValueError(f"LoRA {lora.name!r} is not in this generator's registry")
+        return AdapterChoice(name=lora.name, path=entry.path, scale=lora.scale, expert=lora.expert)
 
     def ping(self) -> int:
         return self.rank
@@ -113,6 +132,7 @@ class RankWorker:
             guide_scale=high,
             guide_scale_2=low,
             seed=job.seed,
+            loras=tuple(self._adapter(lora) for lora in job.loras),
         )
         if self.rank != 0:
             self.model.generate(inp)  # the model's all-reduce brings rank 0's cancel decision here

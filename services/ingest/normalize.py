@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import secrets
 
-from services.contracts import GenerateRequest, Job, now
+from services.contracts import GenerateRequest, Job, JobLora, LoraChoice, now
 from services.egress import EgressRefused, check_literal_host, parse_networks
 from services.ingest.invalid import Invalid
 from services.ingest.settings import IngestSettings
 from services.inputs import BadImage, check_reference
-from services.models_config import ModelsConfig, ServedTask
+from services.models_config import ModelsConfig, RegisteredAdapter, ServedTask
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 
 
@@ -20,6 +20,7 @@ class Normalizer:
     def __init__(self, models: ModelsConfig, settings: IngestSettings) -> None:
         self.models, self.settings = models, settings
         self.allow_networks = parse_networks(settings.webhook_allow_networks)
+        self._registries: dict[str, dict[str, RegisteredAdapter]] = {}  # read once per task
 
     def __call__(self, request: GenerateRequest, request_id: str) -> Job:
         served = self.models.get(request.task)
@@ -52,7 +53,29 @@ class Normalizer:
             created_at=created_at,
             priority=request.priority or "normal",
             deadline_at=created_at + request.deadline_s if request.deadline_s else 0.0,
+            loras=self._loras(request.loras or [], served),
         )
+
+    def _loras(self, choices: list[LoraChoice], served: ServedTask) -> list[JobLora]:
+        """Names of the task's registry only; its scale and expert unless the request gives them."""
+        if not choices:
+            return []
+        registry = self._registries.get(served.name)
+        if registry is None:
+            registry = self._registries[served.name] = served.lora_registry.entries()
+        one_expert = served.preset.boundary_ratio is None
+        resolved = []
+        for choice in choices:
+            entry = registry.get(choice.name)
+            if entry is None:
+                known = ", ".join(sorted(registry)) or "none"
+                raise Invalid(f"unknown LoRA {choice.name!r} for {served.name}; known: {known}", "loras")
+            expert = choice.expert or entry.expert
+            if one_expert and expert != "both":
+                raise Invalid(f"{served.name} has one expert: a LoRA's expert must be both", "loras")
+            resolved.append(JobLora(name=entry.name, scale=entry.scale if choice.scale is None else choice.scale,
+                                    expert=expert))  # fmt: skip
+        return resolved
 
     def _webhook(self, url: str | None) -> str | None:
         if not url:

@@ -14,7 +14,7 @@ from tests.redis_server import RedisServer, free_port
 from tests.services_proc import ServiceProcess
 
 
-def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3) -> str:
+def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3, extra: str = "") -> str:
     return f"""
 [tasks.demo]
 base = "ti2v-5B"
@@ -24,7 +24,7 @@ sizes = ["64*64"]
 frame_num = {frames}
 sample_steps = {steps}
 max_attempts = {max_attempts}
-"""
+{extra}"""
 
 
 class Generator:
@@ -55,9 +55,11 @@ def start_generator(
     procs: list[ServiceProcess] = []
     tmp_path = tmp_path_factory.mktemp("generator")
 
-    def start(steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, **env: str) -> Generator:
+    def start(
+        steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, models_extra: str = "", **env: str
+    ) -> Generator:
         models = tmp_path / f"models-{len(procs)}.toml"
-        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts))
+        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts, models_extra))
         port = free_port()
         storage = tmp_path / "outputs"
         settings = {

@@ -20,6 +20,15 @@ sizes = ["64*64", "96*64"]
 frame_num = 5
 sample_steps = 4
 negative_prompt = "blurry, static"
+
+[[tasks.demo.lora_registry.adapters]]
+name = "style"
+path = "/models/loras/style.safetensors"
+scale = 0.8
+
+[[tasks.demo.lora_registry.adapters]]
+name = "broken"
+path = "/models/loras/broken.safetensors"
 """
 
 StartIngest = Callable[..., str]

@@ -211,3 +211,51 @@ async def test_openapi_document_describes_every_videos_route(url: str) -> None:
     }
     fields = set(spec["components"]["schemas"]["VideoCreate"]["properties"])
     assert {"prompt", "model", "size", "seconds", "input_reference", "guidance_scale_2", "flow_shift"} <= fields
+
+
+async def test_loras_are_chosen_by_name_with_the_registry_defaults(client, url: str, redis) -> None:
+    video = await client.videos.create(model="demo", prompt="a fox", extra_body={"loras": [{"name": "style"}]})
+    assert [(lora.name, lora.scale, lora.expert) for lora in (await job_of(redis, "demo", video.id)).loras] == [
+        ("style", 0.8, "both")
+    ]
+    scaled = await client.videos.create(
+        model="demo", prompt="a fox", extra_body={"loras": [{"name": "style", "scale": 0.25}]}
+    )
+    assert (await job_of(redis, "demo", scaled.id)).loras[0].scale == 0.25
+    async with httpx.AsyncClient(base_url=url) as http:
+        generated = await http.post("/generate", json={"task": "demo", "prompt": "x", "loras": [{"name": "style"}]})
+    assert generated.status_code == 202
+    assert (await job_of(redis, "demo", generated.json()["task_id"])).loras[0].name == "style"
+
+
+@pytest.mark.parametrize(
+    "loras",
+    [
+        [{"name": "nope"}],  # not in the registry
+        [{"path": "/etc/passwd"}],  # never a path
+        [{"name": "style", "expert": "high_noise"}],  # demo has one expert
+        [{"name": "style", "scale": 99}],
+        [{"name": "style"}] * 5,
+    ],
+)
+async def test_bad_lora_choices_name_loras(client, url: str, loras: list) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.videos.create(model="demo", prompt="x", extra_body={"loras": loras})
+    assert caught.value.body["param"] == "loras", caught.value.body
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.post("/generate", json={"task": "demo", "prompt": "x", "loras": loras})
+    assert response.status_code == 422 and response.json()["field"] == "loras", response.text
+
+
+async def test_models_are_discoverable_with_their_loras(client) -> None:
+    models = {m.id: m for m in (await client.models.list()).data}
+    assert {"demo", "t2v-A14B", "i2v-A14B", "ti2v-5B"} <= set(models)
+    demo = models["demo"].model_dump()
+    assert demo["loras"] == [
+        {"name": "style", "expert": "both", "scale": 0.8},
+        {"name": "broken", "expert": "both", "scale": 1.0},
+    ]
+    assert (demo["fps"], demo["sizes"]) == (24, ["64*64", "96*64"])
+    assert (await client.models.retrieve("demo")).id == "demo"
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("nope")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -20,9 +21,28 @@ KEYS = Keys()
 WAIT_S = 300  # generous: a loaded 2-core machine runs the tiny model slowly
 
 
+def registry(tiny_ckpt: Path, root: Path) -> str:
+    """The generator's LoRA registry: `style`, a real adapter for the tiny transformer, and
+    `broken`, a torn file (ingest knows both names, as it must to accept them)."""
+    from diffusers import WanTransformer3DModel
+
+    from tests.wan.lora_support import write_diffusers_lora
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_ckpt / "transformer")
+    style = write_diffusers_lora(root / "style", transformer, seed=21)
+    (root / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{torn")
+    return f"""
+[[tasks.demo.lora_registry.adapters]]
+name = "style"
+path = "{style}"
+[tasks.demo.lora_registry]
+dir = "{root}"
+"""
+
+
 @pytest.fixture(scope="module")
-def stack(start_generator, start_ingest) -> tuple[str, Path]:
-    generator = start_generator()
+def stack(start_generator, start_ingest, tiny_ckpt: Path, tmp_path_factory) -> tuple[str, Path]:
+    generator = start_generator(models_extra=registry(tiny_ckpt, tmp_path_factory.mktemp("loras")))
     return start_ingest(WAN22_STORAGE=str(generator.storage)), generator.storage
 
 
@@ -114,3 +134,31 @@ async def test_delete_mid_run_stops_the_job_at_the_next_step_and_removes_its_fil
     assert not (storage / video.id / "video.mp4").exists()
     with pytest.raises(openai.NotFoundError):
         await client.videos.retrieve(video.id)
+
+
+async def frames_of(client: openai.AsyncOpenAI, **extra) -> np.ndarray:
+    with anyio.fail_after(WAIT_S):
+        video = await client.videos.create_and_poll(
+            model="demo", prompt="a lit street", size="64x64", extra_body={"num_frames": 5, "seed": 9} | extra,
+            poll_interval_ms=200,
+        )  # fmt: skip
+    assert video.status == "completed", video.error
+    return decode_mp4((await client.videos.download_content(video.id)).read())
+
+
+async def test_a_lora_per_request_changes_the_video_and_the_next_job_is_the_base_again(client, redis) -> None:
+    base = await frames_of(client)
+    styled = await frames_of(client, loras=[{"name": "style", "scale": 1.5}])
+    assert np.abs(styled.astype(int) - base.astype(int)).max() > 20  # the adapter reached the gang
+    assert np.array_equal(await frames_of(client), base)  # and left it: the base weights exactly
+
+
+async def test_a_broken_adapter_fails_its_job_clearly_and_the_gang_serves_the_next(client, redis) -> None:
+    with anyio.fail_after(WAIT_S):
+        video = await client.videos.create_and_poll(
+            model="demo", prompt="x", size="64x64", poll_interval_ms=200,
+            extra_body={"num_frames": 5, "loras": [{"name": "broken"}], "max_attempts": 1},
+        )  # fmt: skip
+    assert video.status == "failed" and video.error is not None
+    assert "broken.safetensors" in video.error.message and "cannot read it" in video.error.message
+    assert (await frames_of(client)).shape == (5, 64, 64, 3)

@@ -96,6 +96,7 @@ type GenerateRequest struct {
 	GuideScale     any               `json:"guide_scale,omitempty"`
 	IdempotencyKey *string           `json:"idempotency_key,omitempty"`
 	Image          *string           `json:"image,omitempty"`
+	Loras          []LoraChoice      `json:"loras,omitempty"`
 	MaxAttempts    *int64            `json:"max_attempts,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
 	NegativePrompt *string           `json:"negative_prompt,omitempty"`
@@ -110,6 +111,14 @@ type GenerateRequest struct {
 	WebhookURL     *string           `json:"webhook_url,omitempty"`
 }
 
+// LoraChoice: An adapter of the task's LoRA registry, by name (a request never names a path).
+// Scale and expert default to the registry entry's.
+type LoraChoice struct {
+	Expert *string  `json:"expert,omitempty"`
+	Name   string   `json:"name"`
+	Scale  *float64 `json:"scale,omitempty"`
+}
+
 // Job: A validated, normalized job on `wan22:jobs:<task>`: everything a worker needs, no defaults
 // left to guess.
 type Job struct {
@@ -120,6 +129,7 @@ type Job struct {
 	GuideScale     []float64         `json:"guide_scale"`
 	Height         int64             `json:"height"`
 	Image          *string           `json:"image,omitempty"`
+	Loras          []JobLora         `json:"loras,omitempty"`
 	MaxAttempts    int64             `json:"max_attempts,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
 	NegativePrompt string            `json:"negative_prompt,omitempty"`
@@ -133,6 +143,13 @@ type Job struct {
 	TaskID         string            `json:"task_id"`
 	WebhookURL     *string           `json:"webhook_url,omitempty"`
 	Width          int64             `json:"width"`
+}
+
+// JobLora: A resolved choice: the generator finds the file under `name` in its own registry.
+type JobLora struct {
+	Expert string  `json:"expert,omitempty"`
+	Name   string  `json:"name"`
+	Scale  float64 `json:"scale,omitempty"`
 }
 
 // Progress: One denoising step, on `wan22-progress-stream`.

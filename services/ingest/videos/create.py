@@ -11,7 +11,17 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from services.contracts import DeadlineS, GenerateRequest, Metadata, Priority, Prompt, Seed, Url
+from services.contracts import (
+    MAX_LORAS,
+    DeadlineS,
+    GenerateRequest,
+    LoraChoice,
+    Metadata,
+    Priority,
+    Prompt,
+    Seed,
+    Url,
+)
 from services.ingest.invalid import Invalid
 from services.ingest.parse import invalid_from
 from services.models_config import ModelsConfig, ServedTask
@@ -43,6 +53,7 @@ class VideoCreate(Struct, kw_only=True, forbid_unknown_fields=True):
     metadata: Metadata | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     max_attempts: Annotated[int, Meta(ge=1, le=20)] | None = None
+    loras: Annotated[list[LoraChoice], Meta(max_length=MAX_LORAS)] | None = None
 
 
 # The `GenerateRequest` field a check names → the field of this API.
@@ -90,6 +101,7 @@ def to_request(create: VideoCreate, models: ModelsConfig, default_model: str) ->
         max_attempts=create.max_attempts,
         priority=create.priority,
         deadline_s=create.deadline_s,
+        loras=create.loras,
     )
 
 

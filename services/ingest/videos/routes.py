@@ -22,7 +22,7 @@ from services.ingest.videos.content import byte_range
 from services.ingest.videos.create import PARAM_OF_FIELD, parse_create, to_request
 from services.ingest.videos.form import read_values
 from services.ingest.videos.objects import poll_after_ms, video_object
-from services.models_config import ModelsConfig
+from services.models_config import ModelsConfig, catalogue, describe
 from services.redisconn import NotReplicated
 from services.taskreads import read_states
 
@@ -75,7 +75,23 @@ class VideosApi:
             Route("/v1/videos/{video_id}", self.retrieve, methods=["GET"]),
             Route("/v1/videos/{video_id}", self.delete, methods=["DELETE"]),
             Route("/v1/videos/{video_id}/content", self.content, methods=["GET", "HEAD"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model}", self.retrieve_model, methods=["GET"]),
         ]
+
+    @openai_errors
+    async def list_models(self, request: Request) -> Response:
+        """OpenAI's model list: each served task, with its sizes, fps and the LoRAs it offers."""
+        self.api.authorize(request)
+        return json_response({"object": "list", "data": [_model_object(m) for m in catalogue(self.models)]})
+
+    @openai_errors
+    async def retrieve_model(self, request: Request) -> Response:
+        self.api.authorize(request)
+        served = self.models.get(request.path_params["model"])
+        if served is None:
+            raise ApiError(404, f"no model {request.path_params['model']!r}", "model", "model_not_found")
+        return json_response(_model_object(describe(served)))
 
     @openai_errors
     async def create(self, request: Request) -> Response:
@@ -172,6 +188,10 @@ class VideosApi:
         if state is None or state.deleted_at:
             raise ApiError(404, f"no video {video_id!r}", "video_id", "not_found")
         return state
+
+
+def _model_object(described: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "model", "created": 0, "owned_by": "wan22-serve"} | described
 
 
 def _listed(state: TaskState | None) -> bool:
