@@ -20,7 +20,9 @@ import torch
 import torch.distributed as dist
 
 from wan import accel
+from wan.cfgparallel import split_passes
 from wan.decode import decode_latents
+from wan.guidance import cfg_parallel_refusal
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
@@ -32,7 +34,10 @@ from wan.parallel import (
     check_tokens,
     degrees,
     enable_context_parallel,
+    gang_mesh,
+    pass_mesh,
     shard_fsdp,
+    world_mesh,
 )
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 from wan.sizing import condition_image, fit_to_image
@@ -172,6 +177,10 @@ class WanModel:
         if inp.image is not None and "i2v" not in self._pipes:
             raise ValueError(f"task {self.preset.name} does not take an image")
         check_tokens(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees)
+        low = inp.guide_scale if inp.guide_scale_2 is None else inp.guide_scale_2  # diffusers' default
+        refusal = cfg_parallel_refusal(self.degrees.cfg, inp.guide_scale, low if self.spec.two_experts else None)
+        if refusal:  # on every rank alike, before any collective
+            raise ValueError(refusal)
 
     def _call_kwargs(self, inp: GenerationInput) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
@@ -240,12 +249,16 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
         return Degrees(ulysses=1, ring=1)
     device = torch.device(parallel.device)
     deg = degrees(parallel, comps.transformer.config.num_attention_heads, attention_backend)
+    mesh = gang_mesh(deg, device)
     for expert in experts:
-        enable_context_parallel(expert, deg, device)
-        if parallel.fsdp:
-            shard_fsdp(expert, expert.blocks, device)
-    if parallel.fsdp and not parallel.text_encoder_on_cpu:
-        shard_fsdp(comps.text_encoder, comps.text_encoder.encoder.block, device)
+        if deg.total > 1:
+            enable_context_parallel(expert, mesh, deg)
+        if deg.cfg > 1:
+            split_passes(expert, half=mesh.get_local_rank("cfg"), pair=mesh["cfg"].get_group())
+        if parallel.fsdp and deg.total > 1:  # over the ranks of this rank's pass: a half runs on its own
+            shard_fsdp(expert, expert.blocks, pass_mesh(mesh))
+    if parallel.fsdp and not parallel.text_encoder_on_cpu:  # every rank encodes both prompts
+        shard_fsdp(comps.text_encoder, comps.text_encoder.encoder.block, world_mesh(device))
     return deg
 
 
