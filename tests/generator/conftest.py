@@ -14,12 +14,13 @@ from tests.redis_server import RedisServer, free_port
 from tests.services_proc import ServiceProcess
 
 
-def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3) -> str:
+def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3, cfg_degree: int = 1) -> str:
     return f"""
 [tasks.demo]
 base = "ti2v-5B"
 ckpt_dir = "{ckpt}"
 world_size = 2
+cfg_degree = {cfg_degree}
 sizes = ["64*64"]
 frame_num = {frames}
 sample_steps = {steps}
@@ -55,9 +56,11 @@ def start_generator(
     procs: list[ServiceProcess] = []
     tmp_path = tmp_path_factory.mktemp("generator")
 
-    def start(steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, **env: str) -> Generator:
+    def start(
+        steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, cfg_degree: int = 1, **env: str
+    ) -> Generator:
         models = tmp_path / f"models-{len(procs)}.toml"
-        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts))
+        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts, cfg_degree))
         port = free_port()
         storage = tmp_path / "outputs"
         settings = {
