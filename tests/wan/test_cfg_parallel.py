@@ -150,6 +150,27 @@ def test_cli_refuses_before_starting_any_process(tiny_root: Path, tmp_path: Path
     assert not out.exists()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_room_for_the_other_prediction_has_its_shape_and_dtype_in_bf16(tiny_root: Path, task: str) -> None:
+    """The unconditional half allocates the conditional prediction before it exists; on GPUs the
+    experts run in bf16 (with diffusers' fp32 modules), and i2v takes 36 channels in, 16 out."""
+    import torch
+
+    from wan.cfgparallel import _empty_prediction
+
+    expert = WanModel.load(tiny_root / task, tiny_preset(task), dtype=torch.bfloat16).components.transformer
+    cfg = expert.config
+    latents = torch.randn(1, cfg.in_channels, 2, 4, 4, dtype=torch.bfloat16)
+    text = torch.randn(1, 8, cfg.text_dim, dtype=torch.bfloat16)
+    with torch.no_grad():
+        (real,) = expert(
+            hidden_states=latents, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False
+        )
+    room = _empty_prediction(expert, (), {"hidden_states": latents})
+    assert (room.shape, room.dtype) == (real.shape, real.dtype) and real.dtype == torch.bfloat16
+    assert room.shape[1] == (16 if task != "ti2v-5B" else 48)
+
+
 def test_degrees_of_a_cfg_parallel_gang() -> None:
     assert degrees(ParallelContext(world_size=8, cfg_degree=2), 40, None) == Degrees(ulysses=4, ring=1, cfg=2)
     assert degrees(ParallelContext(world_size=8, cfg_degree=2, ulysses_degree=2), 40, "flash") == Degrees(2, 2, 2)
