@@ -36,6 +36,7 @@ from wan.parallel import (
     enable_context_parallel,
     gang_mesh,
     pass_mesh,
+    ranks_per_pass,
     shard_fsdp,
     world_mesh,
 )
@@ -245,6 +246,7 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
     if attention_backend:
         for expert in experts:
             expert.set_attention_backend(attention_backend)
+    ranks_per_pass(parallel)  # refuses a cfg_degree the gang cannot be split by, at world size 1 too
     if parallel.world_size == 1:
         return Degrees(ulysses=1, ring=1)
     device = torch.device(parallel.device)

@@ -37,10 +37,7 @@ CFG_DEGREES = (1, 2)  # classifier-free guidance has two passes
 
 def degrees(ctx: ParallelContext, heads: int, attention_backend: str | None) -> Degrees:
     """CFG, Ulysses and ring degrees for `ctx`, or a ValueError saying why the layout cannot work."""
-    cfg = ctx.cfg_degree
-    if cfg not in CFG_DEGREES or ctx.world_size % cfg:
-        raise ValueError(f"cfg_degree {cfg} must be 1 or 2 and divide the world size {ctx.world_size}")
-    per_pass = ctx.world_size // cfg
+    cfg, per_pass = ctx.cfg_degree, ranks_per_pass(ctx)
     ulysses = ctx.ulysses_degree or per_pass
     if ulysses < 1 or per_pass % ulysses:
         raise ValueError(
@@ -56,6 +53,13 @@ def degrees(ctx: ParallelContext, heads: int, attention_backend: str | None) -> 
             "(e.g. 'flash', '_native_cudnn', 'sage'); 'native' supports Ulysses only"
         )
     return Degrees(ulysses=ulysses, ring=ring, cfg=cfg)
+
+
+def ranks_per_pass(ctx: ParallelContext) -> int:
+    """world_size / cfg_degree, or a ValueError when cfg_degree is not a layout of the gang."""
+    if ctx.cfg_degree not in CFG_DEGREES or ctx.world_size % ctx.cfg_degree:
+        raise ValueError(f"cfg_degree {ctx.cfg_degree} must be 1 or 2 and divide the world size {ctx.world_size}")
+    return ctx.world_size // ctx.cfg_degree
 
 
 def check_tokens(tokens: int, deg: Degrees) -> None:
@@ -85,8 +89,9 @@ def _accelerator_count_at_least_one() -> Iterator[None]:
 
 
 def gang_mesh(deg: Degrees, device: torch.device) -> DeviceMesh:
-    """The gang as a (cfg, ring, ulysses) mesh: rank = cfg_half x ranks per pass + ring x ulysses + ulysses
-    index. Each half's ("ring", "ulysses") submesh shards its pass; mesh["cfg"] pairs rank i with i + k."""
+    """The gang as a (cfg, ring, ulysses) mesh, ulysses innermost: with k = ring x ulysses ranks per
+    pass, ranks [0, k) are the first half. Each half's ("ring", "ulysses") submesh shards its pass;
+    mesh["cfg"] pairs rank i with rank i + k."""
     from torch.distributed.device_mesh import init_device_mesh
 
     return init_device_mesh(device.type, (deg.cfg, deg.ring, deg.ulysses), mesh_dim_names=("cfg", "ring", "ulysses"))

@@ -171,6 +171,11 @@ def test_room_for_the_other_prediction_has_its_shape_and_dtype_in_bf16(tiny_root
     assert room.shape[1] == (16 if task != "ti2v-5B" else 48)
 
 
+def test_a_gang_of_one_refuses_cfg_degree_two(tiny_root: Path) -> None:
+    with pytest.raises(ValueError, match="cfg_degree 2 must be 1 or 2 and divide the world size 1"):
+        WanModel.load(tiny_root / "ti2v-5B", tiny_preset("ti2v-5B"), parallel=ParallelContext(cfg_degree=2))
+
+
 def test_degrees_of_a_cfg_parallel_gang() -> None:
     assert degrees(ParallelContext(world_size=8, cfg_degree=2), 40, None) == Degrees(ulysses=4, ring=1, cfg=2)
     assert degrees(ParallelContext(world_size=8, cfg_degree=2, ulysses_degree=2), 40, "flash") == Degrees(2, 2, 2)
