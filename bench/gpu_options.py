@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ def run_options(shape, device: torch.device, dtype: torch.dtype, args: argparse.
     if unknown:
         raise SystemExit(f"unknown options {sorted(unknown)}; known: {', '.join(gs.OPTIONS)}")
     batch = gs.inputs(shape, device, dtype)
+    measure = MEASURE | {"cfg2": functools.partial(_cfg2, shape=shape, backend=backend)}
     full_step_flops = 2 * shape.forward_flops()
     rows: list[tuple[str, str]] = []
     base: float | None = None
@@ -29,7 +31,7 @@ def run_options(shape, device: torch.device, dtype: torch.dtype, args: argparse.
         model = gs.build(shape, device, dtype)
         model.set_attention_backend(backend)
         try:
-            seconds = MEASURE[name](model, batch, args, device)
+            seconds = measure[name](model, batch, args, device)
         except Refused as exc:
             rows.append((name, f"refused: {exc}"))
             print(f"  {name}: refused ({exc})", flush=True)
@@ -40,7 +42,7 @@ def run_options(shape, device: torch.device, dtype: torch.dtype, args: argparse.
                 torch.cuda.empty_cache()
         base = base or seconds
         tflops = full_step_flops / seconds / 1e12
-        mfu = f"{100 * tflops / peak:5.1f}%" if peak else "   n/a"
+        mfu = f"{100 * tflops / peak / GPUS.get(name, 1):5.1f}%" if peak else "   n/a"  # per GPU
         rows.append((name, f"{seconds:9.4f} {tflops:9.3g} {mfu:>7} {base / seconds:8.2f}x"))
         print(f"  {name}: {seconds:.4f} s/step", flush=True)
     print(f"\n{'option':<11} {'s/step':>9} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>9}")
@@ -105,6 +107,16 @@ def _taylorseer(model, batch, args, device) -> float:
     return times[-1]
 
 
+def _cfg2(model, batch, args, device, *, shape, backend: str) -> float:
+    from gpu_cfg import RANKS, cfg2_seconds
+
+    available = torch.cuda.device_count() if device.type == "cuda" else RANKS  # the dry run: gloo processes
+    if available < RANKS:
+        raise Refused(f"cfg_degree 2 needs {RANKS} GPUs (one per pass); this host has {available}")
+    # The two ranks build their own model each; `model` (the row's fresh one) stays unused.
+    return cfg2_seconds(shape, device, batch["hidden_states"].dtype, args.iters, backend)
+
+
 MEASURE: dict[str, Callable[..., float]] = {
     "baseline": _baseline,
     "guidance1": _guidance1,
@@ -112,3 +124,4 @@ MEASURE: dict[str, Callable[..., float]] = {
     "fp8": _fp8,
     "taylorseer": _taylorseer,
 }
+GPUS = {"cfg2": 2}  # MFU is per GPU: the cfg2 step runs on two

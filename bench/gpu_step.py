@@ -1,7 +1,7 @@
 """One A14B denoising step on a GPU: achieved TFLOP/s and MFU.
 
     python bench/gpu_step.py [--blocks 4] [--size 832*480] [--frames 81] [--iters 5] [--backend auto]
-                             [--options baseline,guidance1,compile,fp8,taylorseer | all]
+                             [--options baseline,guidance1,compile,fp8,taylorseer,cfg2 | all]
 
 Builds a WanTransformer3DModel with Wan2.2-A14B dimensions (40 heads x 128, FFN 13824, 16 latent
 channels, 4096-d text) but only --blocks of its 40 blocks, in bf16 (the modules diffusers keeps in
@@ -16,7 +16,9 @@ peak. Needs CUDA; `--smoke-cpu` runs the same code with tiny sizes on the CPU to
 `compile` (regional torch.compile of the blocks, compile time excluded), `fp8` (torchao float8
 weights and activations; reported as refused where the card or torchao cannot), `taylorseer`
 (the step cache over --cache-steps steps, interval 2 after 2 full steps; its TFLOP/s and MFU are
-effective: a full step's FLOPs over the measured time). A LoRA is fused into the weights, so it
+effective: a full step's FLOPs over the measured time), `cfg2` (cfg_degree 2: the step on two GPUs,
+one pass each and the swap of their predictions, `bench/gpu_cfg.py`; MFU per GPU; refused on a host
+with one GPU). A LoRA is fused into the weights, so it
 costs nothing per step and has no row.
 """
 
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the wan packa
 
 A14B = dict(heads=40, head_dim=128, ffn=13824, channels=16, text_dim=4096, freq_dim=256)
 TEXT_TOKENS = 512
-OPTIONS = ("baseline", "guidance1", "compile", "fp8", "taylorseer")
+OPTIONS = ("baseline", "guidance1", "compile", "fp8", "taylorseer", "cfg2")
 BACKENDS = ("_flash_3", "flash", "_native_cudnn", "_native_flash", "native")
 # Dense bf16 tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name().
 PEAKS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H800", 989.4),

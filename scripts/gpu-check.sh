@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The speed options on a CUDA GPU: s/step, TFLOP/s and MFU of each option against the baseline, on an
 # A14B-shaped transformer (real width and heads, 4 of the 40 blocks, random weights, 480P tokens).
+# The cfg2 row (CFG parallelism, one pass per GPU) needs 2 GPUs; with one it says so.
 # Under 10 minutes on an H100/H200. Record its table in docs/performance.md.
 #
 #   scripts/gpu-check.sh            # on a host with a CUDA GPU

@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from services.settings import SettingsError
+from wan.guidance import cfg_parallel_refusal
 from wan.presets import PRESETS, TaskPreset, derive_preset
 from wan.speedups import LoraSpec, Speedups, StepCacheSpec
 
@@ -79,6 +80,9 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     preset: TaskPreset
     ckpt_dir: str = ""
     world_size: int = 1
+    # 2: half the gang runs the conditional pass, half the unconditional one, each half sequence
+    # parallel over world_size / 2 ranks (wan.cfgparallel); needs guidance other than 1.0.
+    cfg_degree: int = 1
     ulysses_degree: int | None = None
     fsdp: bool = False
     text_encoder_on_cpu: bool = False
@@ -97,6 +101,35 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     fp8: bool = False
     parallel_decode: bool = False
     lora_registry: LoraRegistry = LoraRegistry()
+
+    def __post_init__(self) -> None:
+        self._check_layout()
+        low, high = self.preset.guide_scale
+        refusal = self.cfg_parallel_refusal(low, high)
+        if refusal:
+            raise ValueError(f"guide_scale {list(self.preset.guide_scale)} with {refusal}")
+
+    def _check_layout(self) -> None:
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {self.world_size}")
+        if self.cfg_degree not in (1, 2):
+            raise ValueError(
+                f"cfg_degree must be 1 or 2 (the two passes of classifier-free guidance), got {self.cfg_degree}"
+            )
+        if self.world_size % self.cfg_degree:
+            raise ValueError(f"cfg_degree {self.cfg_degree} must divide world_size {self.world_size}")
+        per_pass = self.world_size // self.cfg_degree
+        if self.ulysses_degree is not None and (self.ulysses_degree < 1 or per_pass % self.ulysses_degree):
+            raise ValueError(
+                f"ulysses_degree {self.ulysses_degree} must divide world_size {self.world_size} / "
+                f"cfg_degree {self.cfg_degree} = {per_pass}"
+            )
+
+    def cfg_parallel_refusal(self, low: float, high: float) -> str | None:
+        """Why a job of this task with guidance (low-noise, high-noise), Wan's order, cannot run on
+        its layout, or None. The generator gives the high-noise value to a single-expert model."""
+        two_experts = self.preset.boundary_ratio is not None
+        return cfg_parallel_refusal(self.cfg_degree, high, low if two_experts else None)
 
     @property
     def speedups(self) -> Speedups:

@@ -54,6 +54,8 @@ def after_shard(comps: Components, speedups: Speedups) -> None:
 
 
 def before_job(comps: Components) -> None:
+    from wan.cfgparallel import reset_passes
     from wan.stepcache import reset_step_cache
 
     reset_step_cache(experts_of(comps))
+    reset_passes(experts_of(comps))

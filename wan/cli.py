@@ -54,7 +54,14 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--guide-scale", type=float, nargs="+", help="one value, or LOW HIGH for the two experts")
     gen.add_argument("--seed", type=int, default=-1, help="negative: random")
     gen.add_argument("--world-size", type=int, default=1, help="local processes (sequence parallel)")
-    gen.add_argument("--ulysses-degree", type=int, help="default: the world size")
+    gen.add_argument(
+        "--cfg-degree",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: half the processes run the conditional pass, half the unconditional one (needs guidance != 1)",
+    )
+    gen.add_argument("--ulysses-degree", type=int, help="default: the world size / the CFG degree")
     gen.add_argument("--fsdp", action="store_true", help="shard transformer (and text encoder) parameters")
     gen.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     gen.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wan.guidance import cfg_parallel_refusal
 from wan.job import GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.presets import PRESETS, TaskPreset, check_frame_num, parse_size
@@ -28,6 +29,7 @@ class LocalJob:
     out: Path
     poster: Path | None
     device: str | None
+    cfg_degree: int
     ulysses_degree: int | None
     fsdp: bool
     t5_cpu: bool
@@ -83,6 +85,7 @@ def _job_from_args(args: argparse.Namespace) -> LocalJob:
         out=args.out,
         poster=args.poster,
         device=args.device,
+        cfg_degree=args.cfg_degree,
         ulysses_degree=args.ulysses_degree,
         fsdp=args.fsdp,
         t5_cpu=args.t5_cpu,
@@ -105,21 +108,36 @@ def _check_size(preset: TaskPreset, size: tuple[int, int]) -> None:
 
 def _check_sequence_split(job: LocalJob, world_size: int) -> None:
     """The checks WanModel makes on every rank, made once here so a bad request fails before spawning."""
-    if world_size == 1:
+    refusal = cfg_parallel_refusal(job.cfg_degree, job.inp.guide_scale, _low_noise_guidance(job))
+    if refusal:
+        raise ValueError(refusal)
+    if world_size % job.cfg_degree:
+        raise ValueError(f"--cfg-degree {job.cfg_degree} must divide --world-size {world_size}")
+    per_pass = world_size // job.cfg_degree
+    if per_pass == 1:
         return
     heads = json.loads((job.ckpt / "transformer" / "config.json").read_text())["num_attention_heads"]
-    ulysses = job.ulysses_degree or world_size
-    if heads % ulysses or world_size % ulysses:
-        raise ValueError(f"Ulysses degree {ulysses} must divide the {heads} heads and the world size {world_size}")
+    ulysses = job.ulysses_degree or per_pass
+    if heads % ulysses or per_pass % ulysses:
+        raise ValueError(
+            f"Ulysses degree {ulysses} must divide the {heads} heads and the {per_pass} ranks of a pass "
+            f"(world size {world_size} / CFG degree {job.cfg_degree})"
+        )
     multiple = job.preset.size_multiple
     inp = fit_to_image(job.inp, job.preset.kind, job.preset.vae_stride, job.preset.patch_size)
     tokens = ((inp.frame_num - 1) // 4 + 1) * (inp.width // multiple) * (inp.height // multiple)
     # Ulysses alone takes any token count (wan.uneven); ring attention needs equal shards.
-    if world_size > ulysses and tokens % world_size:
+    if per_pass > ulysses and tokens % per_pass:
         raise ValueError(
-            f"{tokens} transformer tokens do not split over {world_size} ranks, which ring attention needs; "
-            "change size or frames, or run Ulysses only (--ulysses-degree = world size)"
+            f"{tokens} transformer tokens do not split over {per_pass} ranks, which ring attention needs; "
+            "change size or frames, or run Ulysses only (--ulysses-degree = world size / CFG degree)"
         )
+
+
+def _low_noise_guidance(job: LocalJob) -> float | None:
+    if job.preset.boundary_ratio is None:
+        return None
+    return job.inp.guide_scale if job.inp.guide_scale_2 is None else job.inp.guide_scale_2
 
 
 def _open_image(path: Path | None):
@@ -142,6 +160,7 @@ def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
     else:
         ctx = ParallelContext(device=device)
     ctx.ulysses_degree, ctx.fsdp, ctx.text_encoder_on_cpu = job.ulysses_degree, job.fsdp, job.t5_cpu
+    ctx.cfg_degree = job.cfg_degree
     try:
         model = WanModel.load(
             job.ckpt,

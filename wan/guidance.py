@@ -33,3 +33,25 @@ class PerExpertGuidance:
         if boundary is None or t >= boundary * self.scheduler.config.num_train_timesteps:
             return high != 1.0
         return low != 1.0
+
+
+def cfg_parallel_refusal(cfg_degree: int, guide_scale: float, guide_scale_2: float | None) -> str | None:
+    """Why a job cannot run with CFG parallelism, or None. Guidance in diffusers' order:
+    `guide_scale` for the high-noise (or only) expert, `guide_scale_2` for the low-noise one
+    (None: a single-expert model). An expert at exactly 1.0 runs the conditional pass alone, which
+    the gang's two halves would both compute: such a job belongs on a task with cfg_degree 1."""
+    if cfg_degree == 1:
+        return None
+    if guide_scale_2 is None:
+        single = ["the"] if guide_scale == 1.0 else []
+    else:
+        named = (("the high-noise", guide_scale), ("the low-noise", guide_scale_2))
+        single = [name for name, scale in named if scale == 1.0]
+    if not single:
+        return None
+    return (
+        f"cfg_degree {cfg_degree} runs the conditional and the unconditional pass of classifier-free guidance on "
+        f"the two halves of the gang, but guidance 1.0 for {' and '.join(single)} expert runs the conditional "
+        "pass alone (both halves would compute the same pass); use a guidance other than 1.0, or a task with "
+        "cfg_degree 1 (sequence parallel over the whole gang)"
+    )

@@ -102,9 +102,12 @@ class ParallelContext:
     rank: int = 0
     world_size: int = 1
     device: str = "cpu"
-    ulysses_degree: int | None = None  # None = world_size; world_size // ulysses_degree goes to ring attention
+    # None = the ranks of one pass (world_size / cfg_degree); the rest of them go to ring attention
+    ulysses_degree: int | None = None
     fsdp: bool = False
     text_encoder_on_cpu: bool = False
+    # 2: the two halves of the gang run the conditional and the unconditional pass at once (wan.cfgparallel)
+    cfg_degree: int = 1
 
     @property
     def is_main(self) -> bool:

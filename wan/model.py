@@ -21,7 +21,9 @@ import torch.distributed as dist
 
 from wan import accel
 from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
+from wan.cfgparallel import split_passes
 from wan.decode import decode_latents
+from wan.guidance import cfg_parallel_refusal
 from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
@@ -33,7 +35,11 @@ from wan.parallel import (
     check_tokens,
     degrees,
     enable_context_parallel,
+    gang_mesh,
+    pass_mesh,
+    ranks_per_pass,
     shard_fsdp,
+    world_mesh,
 )
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 from wan.sizing import condition_image, fit_to_image
@@ -182,6 +188,10 @@ class WanModel:
         if inp.image is not None and "i2v" not in self._pipes:
             raise ValueError(f"task {self.preset.name} does not take an image")
         check_tokens(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees)
+        low = inp.guide_scale if inp.guide_scale_2 is None else inp.guide_scale_2  # diffusers' default
+        refusal = cfg_parallel_refusal(self.degrees.cfg, inp.guide_scale, low if self.spec.two_experts else None)
+        if refusal:  # on every rank alike, before any collective
+            raise ValueError(refusal)
 
     def _call_kwargs(self, inp: GenerationInput) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
@@ -246,16 +256,21 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
     if attention_backend:
         for expert in experts:
             expert.set_attention_backend(attention_backend)
+    ranks_per_pass(parallel)  # refuses a cfg_degree the gang cannot be split by, at world size 1 too
     if parallel.world_size == 1:
         return Degrees(ulysses=1, ring=1)
     device = torch.device(parallel.device)
     deg = degrees(parallel, comps.transformer.config.num_attention_heads, attention_backend)
+    mesh = gang_mesh(deg, device)
     for expert in experts:
-        enable_context_parallel(expert, deg, device)
-        if parallel.fsdp:
-            shard_fsdp(expert, expert.blocks, device)
-    if parallel.fsdp and not parallel.text_encoder_on_cpu:
-        shard_fsdp(comps.text_encoder, comps.text_encoder.encoder.block, device)
+        if deg.total > 1:
+            enable_context_parallel(expert, mesh, deg)
+        if deg.cfg > 1:
+            split_passes(expert, half=mesh.get_local_rank("cfg"), pair=mesh["cfg"].get_group())
+        if parallel.fsdp and deg.total > 1:  # over the ranks of this rank's pass: a half runs on its own
+            shard_fsdp(expert, expert.blocks, pass_mesh(mesh))
+    if parallel.fsdp and not parallel.text_encoder_on_cpu:  # every rank encodes both prompts
+        shard_fsdp(comps.text_encoder, comps.text_encoder.encoder.block, world_mesh(device))
     return deg
 
 

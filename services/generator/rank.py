@@ -79,6 +79,7 @@ class RankWorker:
             world_size=self.world_size,
             device=self.device,
             ulysses_degree=served.ulysses_degree,
+            cfg_degree=served.cfg_degree,
             fsdp=served.fsdp,
             text_encoder_on_cpu=served.text_encoder_on_cpu,
         )

@@ -30,6 +30,7 @@ class Normalizer:
         preset = served.preset
         width, height = _size(request.size, preset)
         low, high = _guidance(request.guide_scale, preset)
+        _check_layout(served, low, high)
         created_at = now()
         return Job(
             task_id=request.task_id or secrets.token_hex(16),  # a uuid4's randomness, without the object
@@ -91,6 +92,13 @@ def _check_ckpt(ckpt_dir: str | None, served: ServedTask) -> None:
     """A request may name the checkpoint only when it names the configured one."""
     if ckpt_dir is not None and ckpt_dir.rstrip("/") != served.ckpt_dir.rstrip("/"):
         raise Invalid("ckpt_dir is chosen by the server; omit it or name the configured checkpoint", "ckpt_dir")
+
+
+def _check_layout(served: ServedTask, low: float, high: float) -> None:
+    """A guidance the task's gang layout cannot run (guidance 1.0 with cfg_degree 2) is refused here."""
+    refusal = served.cfg_parallel_refusal(low, high)
+    if refusal:
+        raise Invalid(refusal, "guide_scale")
 
 
 def _prompt(prompt: str, limit: int) -> str:

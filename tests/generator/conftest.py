@@ -14,12 +14,15 @@ from tests.redis_server import RedisServer, free_port
 from tests.services_proc import ServiceProcess
 
 
-def models_toml(ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3, extra: str = "") -> str:
+def models_toml(
+    ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3, cfg_degree: int = 1, extra: str = ""
+) -> str:
     return f"""
 [tasks.demo]
 base = "ti2v-5B"
 ckpt_dir = "{ckpt}"
 world_size = 2
+cfg_degree = {cfg_degree}
 sizes = ["64*64"]
 frame_num = {frames}
 sample_steps = {steps}
@@ -56,10 +59,16 @@ def start_generator(
     tmp_path = tmp_path_factory.mktemp("generator")
 
     def start(
-        steps: int = 4, frames: int = 5, max_attempts: int = 3, wait: bool = True, models_extra: str = "", **env: str
+        steps: int = 4,
+        frames: int = 5,
+        max_attempts: int = 3,
+        wait: bool = True,
+        cfg_degree: int = 1,
+        models_extra: str = "",
+        **env: str,
     ) -> Generator:
         models = tmp_path / f"models-{len(procs)}.toml"
-        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts, models_extra))
+        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts, cfg_degree, models_extra))
         port = free_port()
         storage = tmp_path / "outputs"
         settings = {

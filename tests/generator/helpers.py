@@ -25,7 +25,7 @@ async def submit(redis, steps: int = 4, frames: int = 5, **fields) -> str:
         frame_num=frames,
         sample_steps=steps,
         sample_shift=5.0,
-        guide_scale=(5.0, 5.0),
+        guide_scale=fields.pop("guide_scale", (5.0, 5.0)),
         seed=7,
         fps=24,
         created_at=now(),

@@ -1,4 +1,5 @@
-"""The GPU check script's dry run: every option row is printed, FP8 is refused with its reason on a CPU."""
+"""The GPU check script's dry run: every option row is printed, FP8 is refused with its reason on a CPU,
+cfg2 runs on two gloo processes."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def test_gpu_check_dry_run_prints_every_option() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout.split("option ", 1)[1].splitlines()
     rows = {line.split()[0]: line for line in table[1:] if line.strip()}
-    assert set(rows) == {"baseline", "guidance1", "compile", "fp8", "taylorseer"}
-    for name in ("baseline", "guidance1", "compile", "taylorseer"):
+    assert set(rows) == {"baseline", "guidance1", "compile", "fp8", "taylorseer", "cfg2"}
+    for name in ("baseline", "guidance1", "compile", "taylorseer", "cfg2"):  # cfg2: two gloo processes
         seconds = float(rows[name].split()[1])
         assert seconds > 0
     assert "refused: fp8 needs a CUDA GPU" in rows["fp8"]
