@@ -124,6 +124,9 @@ class Progress(Struct, kw_only=True):
     elapsed_s: float = 0.0
     attempt: int = 1
     ts: float = 0.0
+    # > 0: a preview of this step is at `wan22:preview:<task>` (and `/v1/videos/{id}/content?
+    # variant=thumbnail`); its bytes stay out of the capped stream.
+    preview_step: int = 0
 
 
 # Lifecycle events on `wan22:events`: a tagged union on the `type` field.

@@ -79,6 +79,10 @@ class Keys(msgspec.Struct, frozen=True):
     def cancel(self, task_id: str) -> str:
         return f"{self.prefix}:cancel:{task_id}"
 
+    def preview(self, task_id: str) -> str:
+        """The latest preview of a running task (a base64 JPEG), with a TTL."""
+        return f"{self.prefix}:preview:{task_id}"
+
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 

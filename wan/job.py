@@ -36,6 +36,7 @@ class StepInfo:
     total: int
     expert: str  # "high_noise", "low_noise", or "single" for one-expert models
     elapsed_s: float  # since generate() started
+    preview: bytes | None = None  # a small JPEG of the clean-video estimate, every `preview_every` steps
 
 
 @dataclass

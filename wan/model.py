@@ -42,6 +42,7 @@ from wan.parallel import (
     world_mesh,
 )
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
+from wan.preview import clean_estimate, preview_jpeg
 from wan.sizing import condition_image, fit_to_image
 from wan.spec import ModelSpec, check_against_preset
 from wan.speedups import Speedups
@@ -126,6 +127,7 @@ class WanModel:
         *,
         on_step: Callable[[StepInfo], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        preview_every: int = 0,
     ) -> np.ndarray | None:
         """Run one job. Returns float frames (F, H, W, 3) in [0, 1] on rank 0, None elsewhere.
         Raises Cancelled (on every rank, before any decode) when should_cancel() turns true."""
@@ -143,7 +145,7 @@ class WanModel:
             self.adapters.switch(inp.loras)  # same on every rank: each reads the files itself
         elif inp.loras:
             raise ValueError("this model was not loaded with adapter switching (WanModel.load)")
-        callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel)
+        callback = _StepCallback(self, inp.sample_steps, started, on_step, should_cancel, preview_every)
         # Ulysses only (ring refuses such jobs in `_validate`): cut into shards one token apart.
         uneven = splits_unevenly(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees.total)
         with torch.no_grad():
@@ -235,15 +237,25 @@ class _StepCallback:
         started: float,
         on_step: Callable[[StepInfo], None] | None,
         should_cancel: Callable[[], bool] | None,
+        preview_every: int = 0,
     ) -> None:
         self.model, self.total, self.started = model, total, started
         self.on_step, self.should_cancel = on_step, should_cancel
+        self.preview_every = preview_every
+
+    def _preview(self, pipe: Any, step: int, kwargs: dict[str, Any]) -> bytes | None:
+        """Every `preview_every` steps but the last (the video itself follows); rank 0 only."""
+        if not self.preview_every or step % self.preview_every or step >= self.total:
+            return None
+        estimate = clean_estimate(pipe, kwargs.get("latents"))
+        return preview_jpeg(pipe, self.model.components.vae, estimate) if estimate is not None else None
 
     def __call__(self, pipe: Any, index: int, timestep: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
         step = index + 1
         if self.on_step is not None:
             expert = self.model.expert_at(float(timestep))
-            self.on_step(StepInfo(step, self.total, expert, time.monotonic() - self.started))
+            preview = self._preview(pipe, step, kwargs)
+            self.on_step(StepInfo(step, self.total, expert, time.monotonic() - self.started, preview))
         # Every rank takes part in this vote each step, so all of them stop at the same step.
         cancel = self.should_cancel is not None and self.should_cancel()
         if all_agree(cancel, self.model.device):

@@ -37,6 +37,7 @@ class RankWorker:
         self.redis = connect_sync(redis_url) if rank == 0 else None
         self.model: Any = None
         self.registry = LoraRegistry()
+        self.preview_every = 0
         self.adapters: dict[str, RegisteredAdapter] = {}
         self.device = "cpu"
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None
@@ -95,6 +96,7 @@ class RankWorker:
             lora_cache_bytes=served.lora_registry.cache_bytes,
         )
         self.registry = served.lora_registry
+        self.preview_every = served.preview_every if served.previews else 0
         self.adapters = self.registry.entries()
         return time.perf_counter() - started
 
@@ -141,7 +143,9 @@ class RankWorker:
         assert self.redis is not None and self._encoder is not None
         with StepReporter(self.redis, self.keys, job, attempt, worker, self.progress_maxlen) as reporter:
             started, started_at = time.perf_counter(), time.time()
-            frames = self.model.generate(inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel)
+            frames = self.model.generate(
+                inp, on_step=reporter.on_step, should_cancel=reporter.should_cancel, preview_every=self.preview_every
+            )
         denoise_s = time.perf_counter() - started
         key = f"{job.task_id}:{attempt}"
         with self._encoded_lock:

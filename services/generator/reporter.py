@@ -5,6 +5,7 @@ is best-effort: a Redis hiccup must not fail the job."""
 
 from __future__ import annotations
 
+import base64
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from services.keys import Keys
 log = structlog.get_logger("wan22.rank")
 
 CANCEL_POLL_S = 0.01  # an EXISTS every 10 ms per running job: cheap, and cancel lands within a step
+PREVIEW_TTL_S = 3600  # a preview outlives its job a while: the finished video replaces it
 
 
 class StepReporter:
@@ -99,7 +101,10 @@ class StepReporter:
             elapsed_s=round(info.elapsed_s, 4),
             attempt=self.attempt,
             ts=ended_at,
+            preview_step=info.step if info.preview else 0,
         )
+        if info.preview:  # before the entry that announces it
+            pipe.set(self.keys.preview(self.job.task_id), base64.b64encode(info.preview), ex=PREVIEW_TTL_S)
         entry = {"type": "progress", "task_id": self.job.task_id, "payload": encode(progress)}
         pipe.xadd(self.keys.progress, entry, maxlen=self.progress_maxlen, approximate=True)
         # Only the fields a step changes: the rest of the hash belongs to ingest and the driver.

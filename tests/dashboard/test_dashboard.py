@@ -67,8 +67,24 @@ def wait_js(driver, script: str, timeout: float = 120.0):
 @pytest.fixture(scope="module")
 def stack(start_generator, start_ingest) -> str:
     """One generator and one ingest for the module: starting a gang is most of a test's time."""
-    generator = start_generator()
+    generator = start_generator(models_extra="previews = true\npreview_every = 2\n")
     return start_ingest(WAN22_STORAGE=str(generator.storage))
+
+
+def test_previews_update_in_the_running_list_and_on_the_task_page(stack, browser):
+    url = stack
+    body = {"task": "demo", "prompt": "a slow fox", "sample_steps": 100}
+    task_id = httpx.post(f"{url}/generate", json=body, timeout=10).json()["task_id"]
+    try:
+        browser.get(f"{url}/ui")
+        shown = "return i && !i.hidden && i.complete && i.naturalWidth"
+        assert wait_js(browser, f"const i = document.querySelector('#preview-{task_id}'); {shown}") == 64
+        first = browser.execute_script(f"return document.querySelector('#preview-{task_id}').src")
+        wait_js(browser, f"return document.querySelector('#preview-{task_id}').src !== {json.dumps(first)}")
+        browser.get(f"{url}/ui#task/{task_id}")
+        assert wait_js(browser, f"const i = document.querySelector('#task-preview'); {shown}") == 64
+    finally:
+        httpx.delete(f"{url}/tasks/{task_id}", timeout=10)
 
 
 def test_submit_watch_progress_and_play_the_video(stack, browser):

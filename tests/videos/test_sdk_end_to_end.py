@@ -22,8 +22,8 @@ WAIT_S = 300  # generous: a loaded 2-core machine runs the tiny model slowly
 
 
 def registry(tiny_ckpt: Path, root: Path) -> str:
-    """The generator's LoRA registry: `style`, a real adapter for the tiny transformer, and
-    `broken`, a torn file (ingest knows both names, as it must to accept them)."""
+    """Previews every 2 steps, and the generator's LoRA registry: `style`, a real adapter for the
+    tiny transformer, and `broken`, a torn file (ingest knows both names, as it must)."""
     from diffusers import WanTransformer3DModel
 
     from tests.wan.lora_support import write_diffusers_lora
@@ -31,7 +31,8 @@ def registry(tiny_ckpt: Path, root: Path) -> str:
     transformer = WanTransformer3DModel.from_pretrained(tiny_ckpt / "transformer")
     style = write_diffusers_lora(root / "style", transformer, seed=21)
     (root / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{torn")
-    return f"""
+    return f"""previews = true
+preview_every = 2
 [[tasks.demo.lora_registry.adapters]]
 name = "style"
 path = "{style}"
@@ -162,3 +163,25 @@ async def test_a_broken_adapter_fails_its_job_clearly_and_the_gang_serves_the_ne
     assert video.status == "failed" and video.error is not None
     assert "broken.safetensors" in video.error.message and "cannot read it" in video.error.message
     assert (await frames_of(client)).shape == (5, 64, 64, 3)
+
+
+async def test_thumbnail_while_running_is_the_latest_preview(client, redis) -> None:
+    video = await client.videos.create(
+        model="demo", prompt="a slow fox", size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 100}
+    )
+    with anyio.fail_after(WAIT_S):
+        while not any(progress_decoder.decode(f["payload"]).preview_step for _, f in await redis.xrange(KEYS.progress)
+                      if f.get("task_id") == video.id):  # fmt: skip
+            await anyio.sleep(0.05)
+    thumbnail = (await client.videos.download_content(video.id, variant="thumbnail")).read()
+    assert (await client.videos.retrieve(video.id)).status == "in_progress"
+    image = Image.open(io.BytesIO(thumbnail))
+    assert image.format == "JPEG" and image.size == (64, 64)
+    steps = [progress_decoder.decode(f["payload"]) for _, f in await redis.xrange(KEYS.progress)
+             if f.get("task_id") == video.id]  # fmt: skip
+    assert all(p.preview_step == p.step for p in steps if p.preview_step) and all(
+        p.preview_step == 0 for p in steps if p.step % 2
+    )
+    await client.videos.delete(video.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.videos.download_content(video.id, variant="thumbnail")

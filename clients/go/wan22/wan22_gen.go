@@ -154,14 +154,15 @@ type JobLora struct {
 
 // Progress: One denoising step, on `wan22-progress-stream`.
 type Progress struct {
-	Attempt  int64   `json:"attempt,omitempty"`
-	ElapsedS float64 `json:"elapsed_s,omitempty"`
-	Expert   string  `json:"expert,omitempty"`
-	Percent  float64 `json:"percent"`
-	Step     int64   `json:"step"`
-	TaskID   string  `json:"task_id"`
-	Total    int64   `json:"total"`
-	TS       float64 `json:"ts,omitempty"`
+	Attempt     int64   `json:"attempt,omitempty"`
+	ElapsedS    float64 `json:"elapsed_s,omitempty"`
+	Expert      string  `json:"expert,omitempty"`
+	Percent     float64 `json:"percent"`
+	PreviewStep int64   `json:"preview_step,omitempty"`
+	Step        int64   `json:"step"`
+	TaskID      string  `json:"task_id"`
+	Total       int64   `json:"total"`
+	TS          float64 `json:"ts,omitempty"`
 }
 
 // QueueInfo: Where a queued task stands, computed when asked (not stored): `position` 1 = next to

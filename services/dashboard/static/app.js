@@ -4,6 +4,8 @@
 
 const progress = {};  // task id -> {percent, step, total, expert}
 window.wan22Progress = progress;  // for end-to-end tests and the curious
+const previews = {};  // task id -> the step of its latest preview (kept when a later step has none)
+window.wan22Previews = previews;
 
 function renderGroups(groups) {
   const rows = [];
@@ -31,9 +33,12 @@ function renderRunning(tasks) {
   const running = tasks.filter((t) => ["queued", "running", "retrying"].includes(t.status));
   $("#running").replaceChildren(...running.map((t) => {
     const live = progress[t.task_id] || { percent: t.progress || 0, step: t.step, total: t.total };
+    const preview = live.preview_step
+      ? el("img", { class: "preview", id: `preview-${t.task_id}`, src: previewUrl(t.task_id, live.preview_step), alt: "preview" })
+      : el("img", { class: "preview", id: `preview-${t.task_id}`, alt: "preview", hidden: "" });
     return el("div", { class: "task", id: `task-${t.task_id}`, "data-status": t.status },
       taskLink(t.task_id), bar(t.task_id, live.percent),
-      el("span", { id: `label-${t.task_id}`, text: `${t.status} ${live.step || 0}/${live.total || "?"}` }));
+      el("span", { id: `label-${t.task_id}`, text: `${t.status} ${live.step || 0}/${live.total || "?"}` }), preview);
   }));
 }
 
@@ -111,11 +116,18 @@ function follow() {
   source.onerror = () => { $("#live").textContent = "reconnecting…"; $("#live").classList.remove("on"); };
   source.addEventListener("progress", (event) => {
     const p = JSON.parse(event.data);
-    progress[p.task_id] = p;
+    progress[p.task_id] = { ...p, preview_step: p.preview_step || previews[p.task_id] || 0 };
     const fill = document.getElementById(`fill-${p.task_id}`);
     if (fill) fill.style.width = `${p.percent}%`;
     const label = document.getElementById(`label-${p.task_id}`);
     if (label) label.textContent = `running ${p.step}/${p.total} ${p.expert}`;
+    if (p.preview_step) {
+      previews[p.task_id] = p.preview_step;
+      for (const img of [document.getElementById(`preview-${p.task_id}`), document.getElementById("task-preview")]) {
+        if (img && img.dataset.task !== undefined && img.dataset.task !== p.task_id) continue;
+        if (img) { img.src = previewUrl(p.task_id, p.preview_step); img.hidden = false; }
+      }
+    }
     onTaskEntry(p.task_id);
   });
   for (const kind of ["accepted", "started", "retrying", "completed", "failed", "cancelled", "rejected"]) {

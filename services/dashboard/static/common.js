@@ -8,6 +8,8 @@ if (location.hash.startsWith("#token=")) history.replaceState(null, "", location
 const auth = token ? { Authorization: `Bearer ${token}` } : {};
 const withToken = (url) => (token && url.startsWith("/") ? `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : url);
 const $ = (selector) => document.querySelector(selector);
+// The latest preview of a running task (tasks with previews on); `step` only defeats caches.
+const previewUrl = (taskId, step) => withToken(`/v1/videos/${encodeURIComponent(taskId)}/content?variant=thumbnail&step=${step}`);
 const TERMINAL = ["completed", "failed", "cancelled", "rejected"];
 
 function el(tag, attrs = {}, ...children) {

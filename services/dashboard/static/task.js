@@ -89,6 +89,14 @@ function mediaOf(taskId, detail) {
     detail.poster ? el("img", { id: "task-poster", src: withToken(detail.poster), alt: "poster" }) : null);
 }
 
+// While it runs: the latest preview, if the task has previews on (hidden until one loads).
+function livePreview(taskId) {
+  const step = (window.wan22Previews || {})[taskId] || 0;
+  return el("img", { id: "task-preview", class: "preview", "data-task": taskId, alt: "preview", hidden: "",
+    src: previewUrl(taskId, step), onload: (event) => { event.target.hidden = false; },
+    onerror: (event) => { event.target.hidden = true; } });
+}
+
 function cancelButton(taskId, status) {
   if (TERMINAL.includes(status)) return null;
   return el("button", { id: "cancel-task", class: "danger", text: "Cancel task",
@@ -104,6 +112,7 @@ function renderTask(taskId, detail) {
     el("div", { class: "meta", text: `${s.task} · created ${when(s.created_at)} · updated ${when(s.updated_at)}${s.worker ? ` · worker ${s.worker}` : ""}` }),
     s.error ? el("p", { class: "error", text: s.error }) : null,
     TERMINAL.includes(s.status) ? null : el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${s.progress || 0}%` })),
+    TERMINAL.includes(s.status) ? null : livePreview(taskId),
     el("div", { class: "actions" }, cancelButton(taskId, s.status), el("a", { href: "#", text: "← overview" }))));
   $("#task-body").replaceChildren(...present(
     mediaOf(taskId, detail),

@@ -3,6 +3,7 @@ same tasks (same auth, queue, checks and states), with OpenAI's names and error 
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -151,6 +152,7 @@ class VideosApi:
         async with self.api.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.api.keys.task(state.task_id), "deleted_at", str(now()))
             pipe.zrem(self.api.keys.tasks_by_created, state.task_id)
+            pipe.delete(self.api.keys.preview(state.task_id))
             await pipe.execute()
         return json_response({"id": state.task_id, "object": "video.deleted", "deleted": True})
 
@@ -162,6 +164,8 @@ class VideosApi:
         if asset is None:
             raise ApiError(400, f"variant must be one of {', '.join(ASSETS)}", "variant", "invalid")
         state = await self._state(request.path_params["video_id"])
+        if variant == "thumbnail" and state.status not in TERMINAL and (preview := await self._preview(state)):
+            return Response(preview, 200, {"cache-control": "no-store"}, media_type=asset.media_type)
         if state.status != "completed":
             status, code = (409, "video_not_ready") if state.status not in TERMINAL else (404, "video_failed")
             raise ApiError(status, f"the video is {state.status}; content exists once it is completed", None, code)
@@ -182,6 +186,11 @@ class VideosApi:
             return Response(b"", status, headers, media_type=asset.media_type)
         body = self.assets.read(key, span.start, span.end)
         return StreamingResponse(body, status, headers, media_type=asset.media_type)
+
+    async def _preview(self, state: TaskState) -> bytes | None:
+        """The latest preview of a running video (tasks with previews on)."""
+        encoded = await self.api.redis.get(self.api.keys.preview(state.task_id))
+        return base64.b64decode(encoded) if encoded else None
 
     async def _state(self, video_id: str) -> TaskState:
         state = await self.tasks.get(video_id) if is_task_id(video_id) else None
