@@ -104,7 +104,7 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     # Previews while a job runs: rank 0 decodes the clean estimate's first frame every
     # `preview_every` steps (wan.preview); /v1/videos' thumbnail and the dashboard show it.
     previews: bool = False
-    preview_every: Annotated[int, msgspec.Meta(ge=1)] = 5
+    preview_every: Annotated[int, msgspec.Meta(ge=1)] = 10
 
     def __post_init__(self) -> None:
         self._check_layout()
