@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint soak bench schema clean
+.PHONY: setup demo test lint soak image-test bench schema clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -17,10 +17,15 @@ lint: setup
 
 test: lint
 	@bash scripts/bootstrap.sh test
-	$(PY) -m pytest -q -m "not soak"
+	$(PY) -m pytest -q -m "not soak and not image_build"
 
 soak: setup
 	$(PY) -m pytest -q -m soak tests/chaos
+
+# The CPU image built with podman on a debootstrapped base and run against Redis (root; minutes cold).
+image-test: setup
+	@bash scripts/bootstrap.sh image
+	$(PY) -m pytest -q -m image_build tests/deploy/test_image_build.py
 
 schema: setup
 	$(VENV)/bin/wan22 schema --go

@@ -56,3 +56,8 @@ if [ "${1:-}" = "test" ]; then
   need go golang-go  # the Go client's tests (clients/go, GOPATH mode)
   need_path /usr/share/gocode/src/github.com/gomodule/redigo golang-github-gomodule-redigo-dev
 fi
+if [ "${1:-}" = "image" ]; then  # make image-test: build the image without a registry
+  need podman podman
+  need runc runc  # crun refuses hosts with cgroup v1 and v2 controllers side by side
+  need debootstrap debootstrap debian-archive-keyring
+fi
