@@ -24,9 +24,10 @@ from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
 from wan.cfgparallel import split_passes
 from wan.decode import decode_latents
 from wan.guidance import cfg_parallel_refusal
-from wan.job import NOISE_DEVICES, Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
+from wan.job import Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
+from wan.noise import check_noise, noise_generator
 from wan.offload import ExpertOffloader, OffloadMode, check_offload
 from wan.parallel import (
     Degrees,
@@ -80,15 +81,11 @@ class WanModel:
 
     @noise.setter
     def noise(self, value: str) -> None:
-        if value not in NOISE_DEVICES:
-            raise ValueError(f"noise must be one of {list(NOISE_DEVICES)}, got {value!r}")
-        self._noise = value  # type: ignore[assignment]
+        self._noise = check_noise(value)
 
     def noise_generator(self, seed: int) -> torch.Generator:
-        """The generator a job's noise is drawn from. diffusers draws on the generator's device
-        and moves the noise to the model's, so a CPU generator gives the same noise everywhere."""
-        device = self.device if self._noise == "device" else torch.device("cpu")
-        return torch.Generator(device).manual_seed(seed)
+        """The generator a job's noise is drawn from (`wan.noise`)."""
+        return noise_generator(self._noise, self.device, seed)
 
     @classmethod
     def load(
