@@ -26,6 +26,7 @@ which checkpoint, on how many ranks. Torch-free, so ingest can read it.
     frame_num = 5
     sample_steps = 4
     warmup = ["64*64x5"]         # one short job per shape before the gang reports ready
+    noise = "cpu"                # or "device": the release's noise on a GPU (docs/models.md)
 """
 
 from __future__ import annotations
