@@ -35,6 +35,9 @@ GANG_HANDOVER_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
 )
 MODEL_LOAD_SECONDS = Gauge("wan22_model_load_seconds", "Time to load the resident model", ["task"])
+GANG_WARMUP_SECONDS = Gauge(
+    "wan22_gang_warmup_seconds", "The warm-up job at each `warmup` shape, before the gang was ready", ["task", "shape"]
+)
 GANG_REBUILDS = Counter("wan22_gang_rebuilds_total", "Gangs torn down and rebuilt", ["task"])
 WEBHOOK_DELIVERIES = Counter("wan22_webhook_deliveries_total", "Webhook attempts by outcome", ["outcome"])
 WEBHOOK_SECONDS = Histogram(

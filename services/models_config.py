@@ -25,6 +25,8 @@ which checkpoint, on how many ranks. Torch-free, so ingest can read it.
     sizes = ["64*64"]
     frame_num = 5
     sample_steps = 4
+    warmup = ["64*64x5"]         # one short job per shape before the gang reports ready
+    noise = "cpu"                # or "device": the release's noise on a GPU (docs/models.md)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from services.settings import SettingsError
 from wan.guidance import cfg_parallel_refusal
 from wan.presets import PRESETS, TaskPreset, derive_preset
 from wan.speedups import LoraSpec, Speedups, StepCacheSpec
+from wan.warmup import check_shape
 
 AdapterName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Expert = Literal["both", "high_noise", "low_noise"]
@@ -105,9 +108,21 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     # `preview_every` steps (wan.preview); /v1/videos' thumbnail and the dashboard show it.
     previews: bool = False
     preview_every: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Shapes ("WIDTH*HEIGHTxFRAMES") the gang runs one short job at after loading and before it
+    # reports ready, so no user's job pays the first run at them (compile, autotuning; wan.warmup).
+    warmup: tuple[str, ...] = ()
+    # Where the initial noise is drawn: "cpu" gives the same video for a seed on every device kind
+    # and world size; "device" draws on the rank's GPU as the release's generate.py does, so a seed
+    # gives the release's video (docs/models.md). On a CPU the two are the same.
+    noise: Literal["cpu", "device"] = "cpu"
 
     def __post_init__(self) -> None:
         self._check_layout()
+        for shape in self.warmup:
+            try:
+                check_shape(self.preset, shape)
+            except ValueError as exc:
+                raise ValueError(f"warmup: {exc}") from None
         low, high = self.preset.guide_scale
         refusal = self.cfg_parallel_refusal(low, high)
         if refusal:

@@ -40,17 +40,17 @@ def before_shard(comps: Components, speedups: Speedups, parallel: ParallelContex
         quantize_fp8(experts, torch.device(parallel.device))
 
 
-def after_shard(comps: Components, speedups: Speedups) -> None:
+def after_shard(comps: Components, speedups: Speedups, device: torch.device) -> None:
     experts = experts_of(comps)
     if speedups.step_cache is not None:
         from wan.stepcache import enable_step_cache
 
         enable_step_cache(experts, speedups.step_cache)
     if speedups.compile_blocks:
-        from wan.compile import compile_blocks
+        from wan.compile import compile_backend, compile_blocks
 
         # A cache hook decides inside the block's forward (a data-dependent branch): graph breaks allowed.
-        compile_blocks(experts, fullgraph=speedups.step_cache is None)
+        compile_blocks(experts, fullgraph=speedups.step_cache is None, backend=compile_backend(device))
 
 
 def before_job(comps: Components) -> None:

@@ -72,6 +72,13 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
         "model: also the text encoder on the CPU and nothing but the VAE on the GPU when idle",
     )
     gen.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    gen.add_argument(
+        "--noise",
+        choices=["cpu", "device"],
+        default="cpu",
+        help="where the initial noise is drawn: cpu (the same video for a seed on every GPU kind and world size) "
+        "or device (on the GPU, as the release's generate.py: a seed gives the release's video)",
+    )
     gen.add_argument("--attention-backend", help="diffusers attention backend, e.g. flash, _native_cudnn")
     gen.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large sizes)")
     gen.add_argument("--poster", type=Path, help="also write the first frame here (.jpg or .png)")

@@ -7,14 +7,18 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wan.guidance import cfg_parallel_refusal
-from wan.job import GenerationInput, ParallelContext, StepInfo
+from wan.job import GenerationInput, NoiseDevice, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.presets import PRESETS, TaskPreset, check_frame_num, parse_size
 from wan.sizing import fit_to_image
+
+if TYPE_CHECKING:
+    from wan.model import WanModel
 
 OUTPUT_SUFFIXES = (".mp4", ".npy")
 
@@ -36,6 +40,7 @@ class LocalJob:
     offload: str
     attention_backend: str | None
     vae_tiling: bool
+    noise: NoiseDevice = "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +97,7 @@ def _job_from_args(args: argparse.Namespace) -> LocalJob:
         offload=args.offload,
         attention_backend=args.attention_backend,
         vae_tiling=args.vae_tiling,
+        noise=args.noise,
     )
 
 
@@ -152,7 +158,6 @@ def _open_image(path: Path | None):
 def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
     """One rank: join the group (if any), load, generate; rank 0 writes the outputs."""
     from wan.distributed import default_device, destroy_group, init_group
-    from wan.model import WanModel
 
     device = job.device or default_device(rank)
     if world_size > 1:
@@ -162,14 +167,7 @@ def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
     ctx.ulysses_degree, ctx.fsdp, ctx.text_encoder_on_cpu = job.ulysses_degree, job.fsdp, job.t5_cpu
     ctx.cfg_degree = job.cfg_degree
     try:
-        model = WanModel.load(
-            job.ckpt,
-            job.preset,
-            parallel=ctx,
-            attention_backend=job.attention_backend,
-            vae_tiling=job.vae_tiling,
-            offload=job.offload,  # type: ignore[arg-type]
-        )
+        model = load_model(job, ctx)
         bar = _ProgressBar(job.inp.sample_steps) if rank == 0 else None
         frames = model.generate(job.inp, on_step=bar)
         if bar is not None:
@@ -178,6 +176,22 @@ def rank_main(rank: int, world_size: int, port: int, job: LocalJob) -> None:
             write_outputs(frames, job)
     finally:
         destroy_group()
+
+
+def load_model(job: LocalJob, ctx: ParallelContext) -> WanModel:
+    """The model as this job asks for it, on this rank."""
+    from wan.model import WanModel
+
+    model = WanModel.load(
+        job.ckpt,
+        job.preset,
+        parallel=ctx,
+        attention_backend=job.attention_backend,
+        vae_tiling=job.vae_tiling,
+        offload=job.offload,  # type: ignore[arg-type]
+    )
+    model.noise = job.noise
+    return model
 
 
 class _ProgressBar:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from wan.presets import TaskPreset, expert_guidance, negative_prompt_for
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+
+# Where a job's initial noise is drawn. "cpu": a CPU generator, so a seed gives the same video on
+# every device kind and world size. "device": a generator on the model's device, as the release's
+# generate.py draws it, so on a GPU a seed gives the release's video (but CUDA's random numbers
+# depend on the GPU model, so not the same one on every kind of GPU).
+NoiseDevice = Literal["cpu", "device"]
+NOISE_DEVICES: tuple[str, ...] = get_args(NoiseDevice)
 
 
 class Cancelled(Exception):

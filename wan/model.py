@@ -24,9 +24,10 @@ from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
 from wan.cfgparallel import split_passes
 from wan.decode import decode_latents
 from wan.guidance import cfg_parallel_refusal
-from wan.job import Cancelled, GenerationInput, ParallelContext, StepInfo
+from wan.job import Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
 from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
+from wan.noise import check_noise, noise_generator
 from wan.offload import ExpertOffloader, OffloadMode, check_offload
 from wan.parallel import (
     Degrees,
@@ -71,6 +72,20 @@ class WanModel:
         self.last_input: GenerationInput | None = None  # what the last job ran with (the seed rank 0 picked)
         self.speedups = Speedups()
         self.adapters: AdapterSwitcher | None = None  # per-job LoRA adapters (set by `load`)
+        self._noise: NoiseDevice = "cpu"
+
+    @property
+    def noise(self) -> NoiseDevice:
+        """Where each job's initial noise is drawn (`wan.job.NoiseDevice`); set it after `load`."""
+        return self._noise
+
+    @noise.setter
+    def noise(self, value: str) -> None:
+        self._noise = check_noise(value)
+
+    def noise_generator(self, seed: int) -> torch.Generator:
+        """The generator a job's noise is drawn from (`wan.noise`)."""
+        return noise_generator(self._noise, self.device, seed)
 
     @classmethod
     def load(
@@ -112,7 +127,7 @@ class WanModel:
         speedups = speedups or Speedups()
         accel.before_shard(comps, speedups, parallel)  # LoRA fuse, FP8
         deg = _shard(comps, parallel, attention_backend)
-        accel.after_shard(comps, speedups)  # step cache, regional compile
+        accel.after_shard(comps, speedups, device)  # step cache, regional compile
         if vae_tiling:
             comps.vae.enable_tiling()
         model = cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
@@ -206,8 +221,7 @@ class WanModel:
             # diffusers: guidance_scale -> high-noise `transformer`, guidance_scale_2 -> low-noise `transformer_2`.
             guidance_scale=inp.guide_scale,
             guidance_scale_2=inp.guide_scale_2 if self.preset.boundary_ratio is not None else None,
-            # CPU generator: the same seed gives the same noise on any device and world size.
-            generator=torch.Generator("cpu").manual_seed(inp.seed),
+            generator=self.noise_generator(inp.seed),
             output_type="latent",
             callback_on_step_end_tensor_inputs=[],
             max_sequence_length=MAX_TEXT_TOKENS,

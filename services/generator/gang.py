@@ -56,6 +56,7 @@ class Gang:
         self.placement_group: Any = None
         self.ready = False
         self.load_s = 0.0
+        self.warmup_s: dict[str, float] = {}  # seconds of each `warmup` shape, before ready
         self._busy = anyio.Lock()  # one job, rebuild or health check at a time
 
     @property
@@ -67,7 +68,7 @@ class Gang:
         return ray.cluster_resources().get("GPU", 0) >= 1
 
     async def start(self) -> None:
-        """Placement group, actors, process group, model load: ready before any job is claimed."""
+        """Placement group, actors, process group, model load, warm-up: ready before any job is claimed."""
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -107,6 +108,7 @@ class Gang:
             world_size=self.world_size,
             gpu=gpu,
             load_s=round(self.load_s, 2),
+            warmup_s=self.warmup_s,
             start_s=round(time.perf_counter() - started, 2),
             members=[f"{m['node']}:{m['pid']}" for m in self.members],
         )
@@ -122,6 +124,17 @@ class Gang:
         )
         served = msgspec.msgpack.encode(self.served)
         self.load_s = max(await asyncio.gather(*(a.load.remote(served) for a in self.actors)))
+        self.warmup_s = await self._warm_up()
+
+    async def _warm_up(self) -> dict[str, float]:
+        """One short job per `warmup` shape on every rank at once, the same collectives as a job,
+        so the first user's job at a shape pays no compile or autotuning (wan.warmup)."""
+        seconds: dict[str, float] = {}
+        for shape in self.served.warmup:
+            per_rank = await asyncio.gather(*(a.warm_up.remote(shape) for a in self.actors))
+            seconds[shape] = round(max(per_rank), 3)
+            metrics.GANG_WARMUP_SECONDS.labels(self.served.name, shape).set(seconds[shape])
+        return seconds
 
     async def run(self, job: Job, image: Any, attempt: int, worker: str) -> dict[str, Any]:
         """`denoise`, then `collect`: rank 0's result with the encoded video and poster."""

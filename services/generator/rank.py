@@ -95,6 +95,7 @@ class RankWorker:
             lora_switch=served.lora_registry.switch,
             lora_cache_bytes=served.lora_registry.cache_bytes,
         )
+        self.model.noise = served.noise
         self.registry = served.lora_registry
         self.preview_every = served.preview_every if served.previews else 0
         self.adapters = self.registry.entries()
@@ -115,6 +116,14 @@ class RankWorker:
 
     def ping(self) -> int:
         return self.rank
+
+    def warm_up(self, shape: str) -> float:
+        """One short job at `shape` ("WIDTH*HEIGHTxFRAMES"), run by every rank at once before the
+        gang reports ready (wan.warmup): no progress, no events, the frames dropped. Its seconds."""
+        from wan.warmup import parse_shape, warm_up
+
+        seconds, _ = warm_up(self.model, parse_shape(shape))
+        return seconds
 
     def run(self, job_raw: bytes, image: Any, attempt: int, worker: str) -> dict[str, Any] | None:
         """One job on this rank. Rank 0 returns its timings and the key under which `collect` gives

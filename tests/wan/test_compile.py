@@ -15,7 +15,7 @@ from wan.speedups import Speedups
 TASK = "t2v-A14B"
 
 
-@pytest.mark.slow  # inductor compiles the block once: about a minute of C++ builds on a small CPU host
+@pytest.mark.slow  # dynamo traces the block once (aot_eager on a CPU, wan.compile): several seconds
 def test_compiled_blocks_same_frames_and_no_recompile_on_the_next_jobs(tiny_root: Path, tiny_models: dict) -> None:
     from torch._dynamo.utils import counters
 

@@ -1,5 +1,5 @@
-"""The GPU check script's dry run: every option row is printed, FP8 is refused with its reason on a CPU,
-cfg2 runs on two gloo processes."""
+"""The GPU check script's dry run: the noise check passes, every option row is printed, FP8 is refused
+with its reason on a CPU, cfg2 runs on two gloo processes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def test_gpu_check_dry_run_prints_every_option() -> None:
         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    noise = result.stdout.split("option ", 1)[0]
+    assert "noise cpu: the CPU host's draw: yes" in noise and "noise device: the release's draw: yes" in noise
     table = result.stdout.split("option ", 1)[1].splitlines()
     rows = {line.split()[0]: line for line in table[1:] if line.strip()}
     assert set(rows) == {"baseline", "guidance1", "compile", "fp8", "taylorseer", "cfg2"}
