@@ -75,6 +75,20 @@ class LoraRegistry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
         return found | {entry.name: entry for entry in self.adapters}
 
 
+class AdapterLookup:
+    """A registry's adapters by name, read once; a name not seen yet reads the directory again
+    (adapters may be added while the service runs)."""
+
+    def __init__(self, registry: LoraRegistry) -> None:
+        self.registry = registry
+        self.entries = registry.entries()
+
+    def get(self, name: str) -> RegisteredAdapter | None:
+        if name not in self.entries and self.registry.dir:
+            self.entries = self.registry.entries()
+        return self.entries.get(name)
+
+
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

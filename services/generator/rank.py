@@ -22,7 +22,7 @@ import structlog
 from services.contracts import JobLora, job_decoder
 from services.generator.reporter import StepReporter
 from services.keys import Keys
-from services.models_config import LoraRegistry, RegisteredAdapter, ServedTask
+from services.models_config import AdapterLookup, LoraRegistry, ServedTask
 from services.redisconn import connect_sync
 
 log = structlog.get_logger("wan22.rank")
@@ -36,9 +36,8 @@ class RankWorker:
         self.keys, self.progress_maxlen = Keys(prefix), progress_maxlen
         self.redis = connect_sync(redis_url) if rank == 0 else None
         self.model: Any = None
-        self.registry = LoraRegistry()
         self.preview_every = 0
-        self.adapters: dict[str, RegisteredAdapter] = {}
+        self.adapters = AdapterLookup(LoraRegistry())
         self.device = "cpu"
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode") if rank == 0 else None
         self._encoded: dict[str, Future[dict[str, Any]]] = {}
@@ -96,20 +95,15 @@ class RankWorker:
             lora_cache_bytes=served.lora_registry.cache_bytes,
         )
         self.model.noise = served.noise
-        self.registry = served.lora_registry
         self.preview_every = served.preview_every if served.previews else 0
-        self.adapters = self.registry.entries()
+        self.adapters = AdapterLookup(served.lora_registry)
         return time.perf_counter() - started
 
     def _adapter(self, lora: JobLora) -> Any:
-        """The registry's file for a job's adapter; the directory is read again for a name not
-        seen yet (adapters may be added while the gang runs)."""
+        """The registry's file for a job's adapter (never a path from the job)."""
         from wan.job import AdapterChoice
 
         entry = self.adapters.get(lora.name)
-        if entry is None:
-            self.adapters = self.registry.entries()
-            entry = self.adapters.get(lora.name)
         if entry is None:
             raise ValueError(f"LoRA {lora.name!r} is not in this generator's registry")
         return AdapterChoice(name=lora.name, path=entry.path, scale=lora.scale, expert=lora.expert)

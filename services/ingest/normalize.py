@@ -10,7 +10,7 @@ from services.egress import EgressRefused, check_literal_host, parse_networks
 from services.ingest.invalid import Invalid
 from services.ingest.settings import IngestSettings
 from services.inputs import BadImage, check_reference
-from services.models_config import ModelsConfig, RegisteredAdapter, ServedTask
+from services.models_config import AdapterLookup, ModelsConfig, ServedTask
 from wan.presets import TaskPreset, check_frame_num, negative_prompt_for
 
 
@@ -20,7 +20,7 @@ class Normalizer:
     def __init__(self, models: ModelsConfig, settings: IngestSettings) -> None:
         self.models, self.settings = models, settings
         self.allow_networks = parse_networks(settings.webhook_allow_networks)
-        self._registries: dict[str, dict[str, RegisteredAdapter]] = {}  # read once per task
+        self._registries: dict[str, AdapterLookup] = {}  # per task, read when first asked
 
     def __call__(self, request: GenerateRequest, request_id: str) -> Job:
         served = self.models.get(request.task)
@@ -63,13 +63,13 @@ class Normalizer:
             return []
         registry = self._registries.get(served.name)
         if registry is None:
-            registry = self._registries[served.name] = served.lora_registry.entries()
+            registry = self._registries[served.name] = AdapterLookup(served.lora_registry)
         one_expert = served.preset.boundary_ratio is None
         resolved = []
         for choice in choices:
             entry = registry.get(choice.name)
             if entry is None:
-                known = ", ".join(sorted(registry)) or "none"
+                known = ", ".join(sorted(registry.entries)) or "none"
                 raise Invalid(f"unknown LoRA {choice.name!r} for {served.name}; known: {known}", "loras")
             expert = choice.expert or entry.expert
             if one_expert and expert != "both":

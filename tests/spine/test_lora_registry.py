@@ -75,3 +75,14 @@ def test_models_list_prints_every_task_with_its_loras(tmp_path: Path) -> None:
     assert by_id["ti2v-5B"]["loras"] == [] and by_id["ti2v-5B"]["fps"] == 24
     table = subprocess.run([*command[:-3], "--models", str(models)], check=True, capture_output=True, text=True)
     assert "anime (high_noise, 0.8)" in table.stdout
+
+
+def test_a_name_not_seen_yet_reads_the_directory_again(tmp_path: Path) -> None:
+    from services.models_config import AdapterLookup
+
+    served = load_models(str(write(tmp_path, TOML.format(dir=tmp_path)))).tasks["t2v-A14B"]
+    lookup = AdapterLookup(served.lora_registry)
+    assert lookup.get("late") is None
+    (tmp_path / "late.safetensors").write_bytes(b"")
+    entry = lookup.get("late")
+    assert entry is not None and entry.path == str(tmp_path / "late.safetensors")
