@@ -137,6 +137,13 @@ class SentinelCluster:
             raise redis.ConnectionError(f"sentinels disagree: {sorted(ports)}")
         return ports.pop()
 
+    def current_primary(self) -> Node:
+        """The data node every sentinel names now. On a busy machine the sentinels may fail over
+        a second time (the promoted node missed `down-after-milliseconds`), back to the old one."""
+        port = self.master_port()
+        [node] = [n for n in (self.primary, self.replica) if n.port == port]
+        return node
+
     def wait_promoted(self, timeout: float = 30) -> None:
         """Until every sentinel names the replica and the replica is a primary."""
 

@@ -84,6 +84,11 @@ class JobRunner:
                 raise
             self.utilization.record(job.task, entry.id, denoised)
         result = await self.gang.collect(denoised)  # the next job may be denoising already
+        if await self.tasks.cancel_requested(job.task_id):
+            # Answered `cancelling` after the last step (during the decode, which takes seconds at
+            # 720p): the user asked for no video, so none is stored.
+            await self._cancelled(job, "cancelled after its last step, before upload")
+            return
         await self._completed(job, entry, result, time.perf_counter() - started)
 
     async def _completed(self, job: Job, entry: Entry, result: dict, duration_s: float) -> None:
