@@ -35,6 +35,11 @@ GANG_HANDOVER_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
 )
 MODEL_LOAD_SECONDS = Gauge("wan22_model_load_seconds", "Time to load the resident model", ["task"])
+GANG_WAITING = Gauge(
+    "wan22_gang_waiting_for_capacity",
+    "1 while the gang's placement group waits for Ray to find room (the Ray autoscaler sees the same demand)",
+    ["task"],
+)
 GANG_REBUILDS = Counter("wan22_gang_rebuilds_total", "Gangs torn down and rebuilt", ["task"])
 WEBHOOK_DELIVERIES = Counter("wan22_webhook_deliveries_total", "Webhook attempts by outcome", ["outcome"])
 WEBHOOK_SECONDS = Histogram(
