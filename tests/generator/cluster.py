@@ -1,0 +1,73 @@
+"""A multi-node Ray cluster on this machine for the generator tests: a head with no CPUs (nothing is
+scheduled on it, as on a KubeRay head) and worker nodes of one CPU each at addresses of their own,
+added and stopped by the tests; the test process watches it as a Ray driver of its own."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.ray_cluster import RayCluster, RayNode
+
+
+class MultiNodeCluster:
+    def __init__(self) -> None:
+        self.head = RayCluster(num_cpus=0)
+        self.nodes: dict[str, RayNode] = {}
+
+    def start(self, ips: list[str]) -> MultiNodeCluster:
+        import ray
+
+        self.head.start()
+        ray.init(address=self.head.address, namespace="wan22", log_to_driver=False)
+        for ip in ips:
+            self.add_node(ip)
+        return self
+
+    def stop(self) -> None:
+        import ray
+
+        ray.shutdown()
+        for node in self.nodes.values():
+            node.stop()
+        self.head.stop()
+
+    def add_node(self, ip: str, timeout: float = 120.0) -> None:
+        self.nodes[ip] = RayNode(self.head, ip).start()
+        self._wait(lambda: ip in self.workers().values(), f"node {ip} did not join", timeout)
+
+    def stop_node(self, ip: str, timeout: float = 60.0) -> None:
+        self.nodes.pop(ip).stop()
+        self._wait(lambda: ip not in self.workers().values(), f"node {ip} still alive", timeout)
+
+    def workers(self) -> dict[str, str]:
+        """Node id → node IP of every live worker node, as Ray reports them."""
+        import ray
+
+        return {
+            n["NodeID"]: n["NodeManagerAddress"]
+            for n in ray.nodes()
+            if n["Alive"] and "node:__internal_head__" not in n["Resources"]
+        }
+
+    def placement_group(self, name: str) -> dict[str, Any] | None:
+        """Ray's table of the live placement group of this name (state, bundle → node), if any."""
+        import ray
+
+        try:
+            return ray.util.placement_group_table(ray.util.get_placement_group(name))
+        except ValueError:
+            return None
+
+    def placement_group_state(self, group_id: str) -> str:
+        import ray
+
+        return str(ray.util.placement_group_table()[group_id]["state"])
+
+    @staticmethod
+    def _wait(done: Any, message: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(message)
+            time.sleep(0.2)
