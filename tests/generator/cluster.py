@@ -13,6 +13,7 @@ from tests.ray_cluster import RayCluster, RayNode
 class MultiNodeCluster:
     def __init__(self) -> None:
         self.head = RayCluster(num_cpus=0)
+        self.head.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # a test's cluster has nothing to drain
         self.nodes: dict[str, RayNode] = {}
 
     def start(self, ips: list[str]) -> MultiNodeCluster:
@@ -30,6 +31,7 @@ class MultiNodeCluster:
         ray.shutdown()
         for node in self.nodes.values():
             node.stop()
+        self.nodes.clear()
         self.head.stop()
 
     def add_node(self, ip: str, timeout: float = 120.0) -> None:
