@@ -21,8 +21,7 @@ class MultiNodeCluster:
 
         self.head.start()
         ray.init(address=self.head.address, namespace="wan22", log_to_driver=False)
-        for ip in ips:
-            self.add_node(ip)
+        self.add_node(*ips)
         return self
 
     def stop(self) -> None:
@@ -34,9 +33,11 @@ class MultiNodeCluster:
         self.nodes.clear()
         self.head.stop()
 
-    def add_node(self, ip: str, timeout: float = 120.0) -> None:
-        self.nodes[ip] = RayNode(self.head, ip).start()
-        self._wait(lambda: ip in self.workers().values(), f"node {ip} did not join", timeout)
+    def add_node(self, *ips: str, timeout: float = 120.0) -> None:
+        """Start the nodes together; return once Ray counts every one alive."""
+        for ip in ips:
+            self.nodes[ip] = RayNode(self.head, ip).start()
+        self._wait(lambda: set(ips) <= set(self.workers().values()), f"nodes {ips} did not join", timeout)
 
     def stop_node(self, ip: str, timeout: float = 60.0) -> None:
         self.nodes.pop(ip).stop()

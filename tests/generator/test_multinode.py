@@ -163,17 +163,24 @@ async def _shows_waiting(generator: Generator, redis_url: str) -> None:
     ready = await _get(generator, "/readyz")
     assert (ready.status_code, ready.json()) == (503, {"status": "waiting_for_capacity"})
     assert 'wan22_gang_waiting_for_capacity{task="demo"} 1.0' in (await _get(generator, "/metrics")).text
-    command = [sys.executable, "-m", "services.cli.main", "groups", "--json"]
+    snap = json.loads(await _wan22_groups(redis_url, "--json"))
+    pid = generator.proc.proc.pid if generator.proc.proc else None
+    [shown] = [g for g in snap["gangs"] if f"-{pid}-" in g["consumer"]]
+    assert shown["state"] == "waiting_for_capacity" and shown["strategy"] == "STRICT_SPREAD"
+    assert any(shown["consumer"] in flag and "waiting for capacity" in flag for flag in snap["flags"])
+    text = (await _wan22_groups(redis_url)).splitlines()
+    [line] = [line for line in text if line.startswith(f"gang {shown['consumer']} ")]
+    assert "waiting_for_capacity" in line and "STRICT_SPREAD" in line
+
+
+async def _wan22_groups(redis_url: str, *args: str) -> str:
+    command = [sys.executable, "-m", "services.cli.main", "groups", *args]
     env = os.environ | {"WAN22_REDIS_URL": redis_url}
     done = await anyio.to_thread.run_sync(
         lambda: subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     )
     assert done.returncode == 0, done.stderr
-    snap = json.loads(done.stdout)
-    pid = generator.proc.proc.pid if generator.proc.proc else None
-    [shown] = [g for g in snap["gangs"] if f"-{pid}-" in g["consumer"]]
-    assert shown["state"] == "waiting_for_capacity" and shown["strategy"] == "STRICT_SPREAD"
-    assert any(shown["consumer"] in flag and "waiting for capacity" in flag for flag in snap["flags"])
+    return done.stdout
 
 
 async def _get(generator: Generator, path: str) -> httpx.Response:
