@@ -4,14 +4,17 @@ added and stopped by the tests; the test process watches it as a Ray driver of i
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.ray_cluster import RayCluster, RayNode
 
 
 class MultiNodeCluster:
-    def __init__(self) -> None:
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs  # the head's Ray Client logs are kept here: the rest goes with the cluster
         self.head = RayCluster(num_cpus=0)
         self.head.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # a test's cluster has nothing to drain
         self.nodes: dict[str, RayNode] = {}
@@ -31,6 +34,8 @@ class MultiNodeCluster:
         for node in self.nodes.values():
             node.stop()
         self.nodes.clear()
+        for log in Path(self.head.temp_dir).glob("session_latest/logs/ray_client_server*"):
+            shutil.copy(log, self.logs)
         self.head.stop()
 
     def add_node(self, *ips: str, timeout: float = 120.0) -> None:
@@ -66,6 +71,11 @@ class MultiNodeCluster:
         import ray
 
         return str(ray.util.placement_group_table()[group_id]["state"])
+
+    def client_log_tail(self, chars: int = 3000) -> str:
+        """The end of the head's Ray Client logs (the proxy's and each driver's server's)."""
+        logs = sorted(Path(self.head.temp_dir).glob("session_latest/logs/ray_client_server*.err"))
+        return "\n".join(f"{log.name}: {log.read_text(errors='replace')[-chars:]}" for log in logs)
 
     @staticmethod
     def _wait(done: Any, message: str, timeout: float) -> None:

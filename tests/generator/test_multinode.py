@@ -34,8 +34,8 @@ LONG_JOB_STEPS = 150  # long enough to stop a node while it runs
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[MultiNodeCluster]:
-    cluster = MultiNodeCluster()
+def cluster(tmp_path_factory) -> Iterator[MultiNodeCluster]:
+    cluster = MultiNodeCluster(tmp_path_factory.mktemp("ray-logs"))
     try:
         yield cluster.start(IPS[:2])
     finally:
@@ -59,7 +59,7 @@ def first(generators: Generators) -> Generator:
 
 
 async def test_gang_spreads_over_two_nodes_and_meets_at_rank_0s_node_ip(redis, cluster, first):
-    gang = await gang_of(redis, first, READY)
+    gang = await gang_of(redis, cluster, first, READY)
     members = gang["members"]
     nodes = cluster.workers()
     assert [m["rank"] for m in members] == [0, 1]
@@ -81,14 +81,14 @@ async def test_gang_spreads_over_two_nodes_and_meets_at_rank_0s_node_ip(redis, c
 async def test_node_lost_mid_job_gang_waits_for_capacity_then_reforms_and_the_job_completes_once(
     redis, redis_server, cluster, first
 ):
-    gang = await gang_of(redis, first, READY)
+    gang = await gang_of(redis, cluster, first, READY)
     lost = gang["members"][0]["host"]  # rank 0's node: the rendezvous and the encoder go with it
     [kept] = [m["host"] for m in gang["members"] if m["host"] != lost]
     task_id = await submit(redis, steps=LONG_JOB_STEPS)
     await wait_step(redis, task_id, 2)
     await anyio.to_thread.run_sync(cluster.stop_node, lost)
 
-    waiting = await gang_of(redis, first, WAITING)
+    waiting = await gang_of(redis, cluster, first, WAITING)
     assert waiting["members"] == [] and waiting["world_size"] == 2
     await _shows_waiting(first, redis_server.url)
     table = cluster.placement_group(PLACEMENT)
@@ -103,7 +103,7 @@ async def test_node_lost_mid_job_gang_waits_for_capacity_then_reforms_and_the_jo
     assert kinds.count("completed") == 1 and kinds[-1] == "completed" and "retrying" in kinds, kinds
     assert (await wait_status(redis, queued, {"completed", "failed"}))["status"] == "completed"
     assert [kind for kind, _ in await events_for(redis, queued)] == ["accepted", "started", "completed"]
-    reformed = await gang_of(redis, first, READY)
+    reformed = await gang_of(redis, cluster, first, READY)
     assert {m["host"] for m in reformed["members"]} == {kept, IPS[2]}
     assert reformed["master"].rsplit(":", 1)[0] == reformed["members"][0]["host"]
     assert (await _get(first, "/readyz")).json() == {"status": "ready"}
@@ -114,7 +114,7 @@ async def test_node_lost_mid_job_gang_waits_for_capacity_then_reforms_and_the_jo
 async def test_restarted_driver_removes_its_old_placement_group_then_waits_for_a_node(
     redis, cluster, generators, first
 ):
-    await gang_of(redis, first, READY)
+    await gang_of(redis, cluster, first, READY)
     old = cluster.placement_group(PLACEMENT)
     assert old is not None
     first.proc.stop(signal.SIGKILL)
@@ -122,10 +122,11 @@ async def test_restarted_driver_removes_its_old_placement_group_then_waits_for_a
     # What there is to clean up: the dead driver's session still holds its reservation.
     assert left is not None and left["placement_group_id"] == old["placement_group_id"]
     await anyio.to_thread.run_sync(cluster.stop_node, IPS[2])  # one node short for the new gang
+    [survivor] = cluster.workers().values()
     task_id = await submit(redis, steps=2)
 
     restarted = generators.start(wait=False, WAN22_GENERATOR_ID=GENERATOR_ID)
-    await gang_of(redis, restarted, WAITING)
+    await gang_of(redis, cluster, restarted, WAITING)
     new = cluster.placement_group(PLACEMENT)
     assert new is not None and new["placement_group_id"] != old["placement_group_id"]
     assert new["state"] == "PENDING"
@@ -135,8 +136,8 @@ async def test_restarted_driver_removes_its_old_placement_group_then_waits_for_a
     await anyio.to_thread.run_sync(cluster.add_node, IPS[3])
     assert (await wait_status(redis, task_id, {"completed", "failed"}, timeout=300))["status"] == "completed"
     assert [kind for kind, _ in await events_for(redis, task_id)] == ["accepted", "started", "completed"]
-    formed = await gang_of(redis, restarted, READY)
-    assert {m["host"] for m in formed["members"]} == {IPS[1], IPS[3]}
+    formed = await gang_of(redis, cluster, restarted, READY)
+    assert {m["host"] for m in formed["members"]} == {survivor, IPS[3]}
     await wait_drained(redis)
 
 
@@ -144,14 +145,16 @@ READY: Callable[[dict[str, Any]], bool] = lambda g: g["state"] == gangs.READY an
 WAITING: Callable[[dict[str, Any]], bool] = lambda g: g["state"] == gangs.WAITING  # noqa: E731
 
 
-async def gang_of(redis, generator: Generator, match: Callable[[dict[str, Any]], bool], timeout: float = 240) -> dict:
+async def gang_of(
+    redis, cluster: MultiNodeCluster, generator: Generator, match: Callable[[dict[str, Any]], bool]
+) -> dict:
     """The generator's gang record (`wan22 groups` reads the same) once it matches."""
     assert generator.proc.proc is not None
     marker = f"-{generator.proc.proc.pid}-"  # consumer names hold the process id
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(240):
         while True:
             if generator.proc.proc.poll() is not None:
-                raise AssertionError(f"generator exited: {generator.proc.log_tail()}")
+                raise AssertionError(f"generator exited: {generator.proc.log_tail()}\n{cluster.client_log_tail()}")
             for gang in await gangs.read_all(redis, KEYS):
                 if marker in gang["consumer"] and match(gang):
                     return gang
