@@ -35,15 +35,17 @@ async def serve(srv: Server, done: anyio.Event | None = None) -> None:
             done.set()
 
 
-def ops_app(ready: Callable[[], bool]) -> Starlette:
-    """/healthz, /readyz and /metrics for services without an HTTP API of their own."""
+def ops_app(ready: Callable[[], bool], status: Callable[[], str] | None = None) -> Starlette:
+    """/healthz, /readyz and /metrics for services without an HTTP API of their own; `status`
+    says what a service that is not ready is doing (a generator: `waiting_for_capacity`, ...)."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         ok = ready()
-        return JSONResponse({"status": "ready" if ok else "starting"}, 200 if ok else 503)
+        text = "ready" if ok else status() if status else "starting"
+        return JSONResponse({"status": text}, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

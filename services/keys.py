@@ -95,8 +95,16 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.prefix}:attempts:{stream}:{entry_id}"
 
     def gang(self, consumer: str) -> str:
-        """Members of a generator's gang (rank → node:pid), for operators."""
+        """A generator's gang as operators see it: state, members (rank → node:pid); services.gangs."""
         return f"{self.prefix}:gang:{consumer}"
+
+    @property
+    def gangs_pattern(self) -> str:
+        return f"{self.prefix}:gang:*"
+
+    def placement_group(self, task: str, generator: str) -> str:
+        """Not a Redis key: the name of a generator's Ray placement group (in Ray namespace `wan22`)."""
+        return f"{self.prefix}:placement:{task}:{generator}"
 
     @property
     def webhooks(self) -> str:

@@ -38,6 +38,11 @@ MODEL_LOAD_SECONDS = Gauge("wan22_model_load_seconds", "Time to load the residen
 GANG_WARMUP_SECONDS = Gauge(
     "wan22_gang_warmup_seconds", "The warm-up job at each `warmup` shape, before the gang was ready", ["task", "shape"]
 )
+GANG_WAITING = Gauge(
+    "wan22_gang_waiting_for_capacity",
+    "1 while the gang's placement group waits for Ray to find room (the Ray autoscaler sees the same demand)",
+    ["task"],
+)
 GANG_REBUILDS = Counter("wan22_gang_rebuilds_total", "Gangs torn down and rebuilt", ["task"])
 WEBHOOK_DELIVERIES = Counter("wan22_webhook_deliveries_total", "Webhook attempts by outcome", ["outcome"])
 WEBHOOK_SECONDS = Histogram(

@@ -1,5 +1,6 @@
 """Consumer-group monitoring: every stream and group with length, lag, pending, consumers, the
-oldest pending age and dead-letter counts, plus the conditions operators must act on."""
+oldest pending age and dead-letter counts, every generator's gang, plus the conditions operators
+must act on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from services import gangs
 from services.consumer import wire
 from services.keys import Keys
 
@@ -37,7 +39,9 @@ async def snapshot(redis: Redis, keys: Keys, tasks: list[str], lease_ms: int) ->
             streams.append(info)
     flags = [flag for s in streams for g in s["groups"] for flag in g["flags"]]
     dead = {"jobs_and_events": await _xlen(redis, keys.dlq), "webhooks": await _xlen(redis, keys.webhook_dlq)}
-    return {"at": time.time(), "streams": streams, "dead_letters": dead, "flags": flags}
+    live = await gangs.read_all(redis, keys)
+    flags += gangs.flags(live)
+    return {"at": time.time(), "streams": streams, "gangs": live, "dead_letters": dead, "flags": flags}
 
 
 async def _xlen(redis: Redis, key: str) -> int:

@@ -24,7 +24,9 @@ from services.tasks import TaskStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    groups = subparsers.add_parser("groups", help="streams and consumer groups: length, lag, pending, consumers")
+    groups = subparsers.add_parser(
+        "groups", help="streams and consumer groups (length, lag, pending, consumers) and generators' gangs"
+    )
     common.add_connection(groups)
     groups.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
     groups.add_argument("--interval", type=float, default=2.0)
@@ -80,6 +82,12 @@ def render_groups(snap: dict[str, Any]) -> str:
                 f"{stream['stream']:<28} {stream['length']:>7} {group['group']:<12} {lag:>6} "
                 f"{group['pending']:>8} {oldest:>8}  {who or '-'}"
             )
+    for gang in snap.get("gangs", []):
+        members = ", ".join(f"{m['rank']}:{m['node']}@{m['host']}" for m in gang["members"]) or "-"
+        lines.append(
+            f"gang {gang['consumer']}  {gang['task']}  {gang['state']} ({gang['for_s']:.0f}s)  "
+            f"{gang['world_size']} x {gang['strategy']}  {members}"
+        )
     dead = snap["dead_letters"]
     lines.append(f"dead letters: {dead['jobs_and_events']} (jobs/events), {dead['webhooks']} (webhooks)")
     lines += [f"! {flag}" for flag in snap["flags"]]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any
 
 import anyio
+import structlog
 
 from services import logs, settings
 from services.cli.errors import CliError
@@ -14,6 +16,13 @@ from services.generator.settings import GeneratorSettings
 from services.models_config import ServedTask, load_models
 from services.redisconn import connect
 from services.runner import run_until_signalled
+
+log = structlog.get_logger("wan22.generator")
+
+# Ray Client's proxy on the head forks a server per driver; the fork sometimes dies at once (a gRPC
+# race in Ray, ray-project/ray#63202), more often while another driver's session lingers, as after
+# a restart. Another try forks anew.
+CONNECT_ATTEMPTS = 5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +62,17 @@ def _connect_ray(config: GeneratorSettings) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS") or None
     options: dict[str, Any] = {"num_cpus": config.ray_num_cpus} if not address and config.ray_num_cpus else {}
-    ray.init(address=address, namespace="wan22", include_dashboard=False, log_to_driver=True, **options)
-    return address is None
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, namespace="wan22", include_dashboard=False, log_to_driver=True, **options)
+            return address is None
+        except ConnectionAbortedError as exc:  # Ray Client: "Initialization failure from server"
+            if attempt == CONNECT_ATTEMPTS:
+                raise
+            log.warning("ray.connect_failed", attempt=attempt, error=str(exc).strip().splitlines()[-1])
+            ray.shutdown()
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 async def _serve(config: GeneratorSettings, served: ServedTask) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -19,6 +19,8 @@ import structlog
 
 from services import metrics
 from services.contracts import Job, encode
+from services.gangs import DOWN, READY, STARTING, WAITING
+from services.generator import placement
 from services.generator.rank import RankWorker
 from services.generator.settings import GeneratorSettings
 from services.models_config import ServedTask
@@ -48,16 +50,27 @@ class Gang:
         served: ServedTask,
         settings: GeneratorSettings,
         world_size: int,
-        on_ready: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        placement_name: str,
+        on_state: Callable[[Gang], None] | None = None,
     ) -> None:
-        self.served, self.settings, self.world_size, self.on_ready = served, settings, world_size, on_ready
+        self.served, self.settings, self.world_size = served, settings, world_size
+        self.placement_name, self.on_state = placement_name, on_state
         self.actors: list[Any] = []
         self.members: list[dict[str, Any]] = []
         self.placement_group: Any = None
-        self.ready = False
+        self.state, self.since = DOWN, time.time()
         self.load_s = 0.0
         self.warmup_s: dict[str, float] = {}  # seconds of each `warmup` shape, before ready
         self._busy = anyio.Lock()  # one job, rebuild or health check at a time
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    @property
+    def master(self) -> str:
+        """The rendezvous address of the process group: rank 0's node IP and port."""
+        return f"{self.members[0]['host']}:{self.members[0]['port']}" if self.members else ""
 
     @property
     def use_gpu(self) -> bool:
@@ -67,19 +80,57 @@ class Gang:
             return self.settings.device == "cuda"
         return ray.cluster_resources().get("GPU", 0) >= 1
 
-    async def start(self) -> None:
-        """Placement group, actors, process group, model load, warm-up: ready before any job is claimed."""
-        import ray
-        from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state, self.since = state, time.time()
+        metrics.GANG_WAITING.labels(self.served.name).set(1 if state == WAITING else 0)
+        if self.on_state:
+            self.on_state(self)
 
+    async def start(self) -> None:
+        """Placement group, actors, process group, model load: ready before any job is claimed.
+        Waits for as long as Ray has no room for the placement group."""
+        async with self._busy:
+            await self._start()
+
+    async def _start(self) -> None:
         started = time.perf_counter()
         gpu = self.use_gpu
-        bundle = {"GPU": 1, "CPU": 1} if gpu else {"CPU": 1}
-        self.placement_group = placement_group([bundle] * self.world_size, strategy=self.served.placement_strategy)
-        await asyncio.wait_for(self.placement_group.ready(), self.settings.gang_start_timeout_s)
+        bundle = {"GPU": 1.0, "CPU": 1.0} if gpu else {"CPU": 1.0}
+        self._set_state(STARTING)
+        try:
+            self.placement_group = await placement.create(
+                self.placement_name, [bundle] * self.world_size, self.served.placement_strategy
+            )
+            await placement.wait_placed(self.placement_group, lambda: self._set_state(WAITING))
+            self._set_state(STARTING)
+            self.actors = self._spawn(gpu)
+            # The deadline starts once placed: waiting for nodes is not a failure, a hung load is.
+            await asyncio.wait_for(self._bootstrap(gpu), self.settings.gang_start_timeout_s)
+        except BaseException:
+            self._set_state(DOWN)  # whatever was created goes with the next teardown
+            raise
+        self._set_state(READY)
+        metrics.MODEL_LOAD_SECONDS.labels(self.served.name).set(self.load_s)
+        log.info(
+            "gang.ready",
+            task=self.served.name,
+            world_size=self.world_size,
+            gpu=gpu,
+            load_s=round(self.load_s, 2),
+            warmup_s=self.warmup_s,
+            start_s=round(time.perf_counter() - started, 2),
+            master=self.master,
+            members=[f"{m['node']}:{m['pid']}@{m['host']}" for m in self.members],
+        )
+
+    def _spawn(self, gpu: bool) -> list[Any]:
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         actor_cls = ray.remote(RankWorker)
-        self.actors = [
+        return [
             actor_cls.options(
                 num_cpus=1,
                 num_gpus=1 if gpu else 0,
@@ -97,21 +148,6 @@ class Gang:
             )
             for rank in range(self.world_size)
         ]
-        await asyncio.wait_for(self._bootstrap(gpu), self.settings.gang_start_timeout_s)
-        self.ready = True
-        if self.on_ready:
-            await self.on_ready(self.members)
-        metrics.MODEL_LOAD_SECONDS.labels(self.served.name).set(self.load_s)
-        log.info(
-            "gang.ready",
-            task=self.served.name,
-            world_size=self.world_size,
-            gpu=gpu,
-            load_s=round(self.load_s, 2),
-            warmup_s=self.warmup_s,
-            start_s=round(time.perf_counter() - started, 2),
-            members=[f"{m['node']}:{m['pid']}" for m in self.members],
-        )
 
     async def _bootstrap(self, gpu: bool) -> None:
         self.members = list(await asyncio.gather(*(a.identity.remote() for a in self.actors)))
@@ -147,7 +183,7 @@ class Gang:
         async with self._busy:
             if not self.ready:
                 await self.teardown("rebuilding")
-                await self.start()
+                await self._start()
             result = await self._run(job, image, attempt, worker)
             result["rank0"] = self.actors[0]  # the actor holding the encoding, even if the gang is rebuilt
             return result
@@ -167,7 +203,9 @@ class Gang:
 
     async def check_health(self, timeout_s: float = 10.0) -> None:
         """Between jobs, ping every rank; a dead one gets the gang rebuilt now rather than when the
-        next job arrives (and /readyz says so meanwhile). Skipped while a job runs."""
+        next job arrives (and /readyz says so meanwhile), and so does a gang that is down. No job
+        is claimed while the gang is not ready, so this is what brings it back. Skipped while a job
+        runs."""
         from ray.exceptions import RayActorError
 
         try:
@@ -175,15 +213,16 @@ class Gang:
         except anyio.WouldBlock:
             return
         try:
-            if not self.ready:
-                return
-            try:
-                with anyio.fail_after(timeout_s):
-                    await asyncio.gather(*(a.ping.remote() for a in self.actors))
-                return
-            except (RayActorError, TimeoutError) as exc:
-                await self.teardown(f"health check failed: {type(exc).__name__}")
-            await self.start()
+            if self.ready:
+                try:
+                    with anyio.fail_after(timeout_s):
+                        await asyncio.gather(*(a.ping.remote() for a in self.actors))
+                    return
+                except (RayActorError, TimeoutError) as exc:
+                    await self.teardown(f"health check failed: {type(exc).__name__}")
+            else:
+                await self.teardown("rebuilding")
+            await self._start()
         finally:
             self._busy.release()
 
@@ -239,7 +278,8 @@ class Gang:
             ray.kill(actor, no_restart=True)
         if self.placement_group is not None:
             remove_placement_group(self.placement_group)
-        self.actors, self.members, self.placement_group, self.ready = [], [], None, False
+        self.actors, self.members, self.placement_group = [], [], None
+        self._set_state(DOWN)
 
 
 async def _await(ref: Any) -> Any:

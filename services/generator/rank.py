@@ -44,18 +44,20 @@ class RankWorker:
         self._encoded_lock = threading.Lock()  # run and collect are called on different threads
 
     def identity(self) -> dict[str, Any]:
-        """Where this rank runs: rank 0's address and a free port are the rendezvous point."""
+        """Where this rank runs: rank 0's address and a free port are the rendezvous point. The
+        address is the IP Ray knows the node by (the one its other nodes reach it at), never a
+        loopback or hostname guess."""
         import ray
 
         from wan.distributed import free_port
 
-        host = ray.util.get_node_ip_address()
         return {
             "rank": self.rank,
-            "host": host,
+            "host": ray.util.get_node_ip_address(),
             "port": free_port("0.0.0.0"),
             "pid": os.getpid(),
             "node": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id(),
         }
 
     def setup(self, master_addr: str, master_port: int, use_gpu: bool, timeout_s: float) -> str:

@@ -4,14 +4,16 @@ consumer, while the one before it encodes and uploads."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services import httpserver
+from services import gangs, httpserver
 from services.consumer.priority import PriorityConsumer
+from services.gangs import DOWN, READY
 from services.generator.gang import Gang
 from services.generator.images import ImageLoader
 from services.generator.settings import GeneratorSettings
@@ -31,8 +33,11 @@ class GeneratorService:
         self.settings, self.served = settings, served
         self.redis, self.keys = redis, keys
         self.name = consumer_name(f"gen-{served.name}")
-        self.gang = Gang(served, settings, settings.world_size or served.world_size, self._register_gang)
+        # Stable across restarts of this generator (its pod), so a restart finds its old placement group.
+        placement_name = keys.placement_group(served.name, settings.generator_id or self.name)
+        self.gang = Gang(served, settings, settings.world_size or served.world_size, placement_name, self._gang_changed)
         self._heartbeat_s = max(0.5, settings.lease_ms / 3000)
+        self._changed = anyio.Event()
         images = ImageLoader(
             input_root=settings.input_root,
             max_bytes=settings.max_image_bytes,
@@ -61,12 +66,15 @@ class GeneratorService:
             consumer_settings,
             self.runner.hooks(),
         )
+        self.consumer.slots.pause()  # until the gang is ready
         self._starting = anyio.CancelScope()
 
     async def run(self) -> None:
         ops = (
             httpserver.server(
-                httpserver.ops_app(lambda: self.gang.ready), self.settings.metrics_host, self.settings.metrics_port
+                httpserver.ops_app(lambda: self.gang.ready, lambda: self.gang.state),
+                self.settings.metrics_host,
+                self.settings.metrics_port,
             )
             if self.settings.metrics_port
             else None
@@ -74,13 +82,14 @@ class GeneratorService:
         async with anyio.create_task_group() as tg:
             if ops:
                 tg.start_soon(httpserver.serve, ops)
-            tg.start_soon(self._heartbeat)
+            upkeep = await tg.start(self._upkeep)
             try:
                 with self._starting:
                     await self.gang.start()  # ready before claiming: no job waits on a model load
                 if self.gang.ready:
                     await self.consumer.run()
             finally:
+                upkeep.cancel()  # no record renewed after it is deleted below
                 with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                     await self.gang.teardown("shutdown")
                     with contextlib.suppress(RedisError):
@@ -89,28 +98,64 @@ class GeneratorService:
                     ops.should_exit = True
                 tg.cancel_scope.cancel()
 
-    async def _register_gang(self, members: list[dict]) -> None:
-        """Who is in this gang (rank → node:pid), for operators and `wan22 groups`; expires unless
-        the heartbeat renews it, so a dead generator's gang disappears on its own."""
+    def _gang_changed(self, gang: Gang) -> None:
+        """Claim jobs only while the gang can run them; tell operators at once."""
+        if gang.ready:
+            self.consumer.slots.resume()
+        else:
+            self.consumer.slots.pause()
+        self._changed.set()
+
+    async def _register_gang(self) -> None:
+        """The gang's state and members (rank → node:pid), for operators and `wan22 groups`;
+        expires unless the heartbeat renews it, so a dead generator's gang disappears on its own."""
         key = self.keys.gang(self.name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping={str(m["rank"]): f"{m['node']}:{m['pid']}" for m in members})
+            pipe.hset(key, mapping=dict[Any, Any](self._gang_fields()))
             pipe.expire(key, max(2, int(self._heartbeat_s * 3)))
             await pipe.execute()
 
+    def _gang_fields(self) -> dict[str, str]:
+        gang = self.gang
+        return gangs.fields(
+            task=self.served.name,
+            state=gang.state,
+            since=gang.since,
+            world_size=gang.world_size,
+            strategy=self.served.placement_strategy,
+            placement_group=gang.placement_name,
+            master=gang.master,
+            members=gang.members,
+        )
+
+    async def _upkeep(self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat)
+                tg.start_soon(self._keep_gang)
+
     async def _heartbeat(self) -> None:
+        """Renew the gang's record, and write it at once when the gang changes state."""
+        while True:
+            with anyio.move_on_after(self._heartbeat_s):
+                await self._changed.wait()
+            self._changed = anyio.Event()
+            with contextlib.suppress(RedisError):
+                await self._register_gang()
+
+    async def _keep_gang(self) -> None:
+        """Health checks between jobs, and rebuilding a gang that is down: with no job claimed while
+        it is not ready, nothing else would."""
         while True:
             await anyio.sleep(self._heartbeat_s)
-            if not self.gang.ready:
-                continue
+            if self.gang.state not in (READY, DOWN) or self.consumer.stopping:
+                continue  # the first start, or a job's rebuild, is under way
             try:
                 await self.gang.check_health()
-            except Exception as exc:  # a failed rebuild: the next job tries again
+            except Exception as exc:  # a failed rebuild: the next round tries again
                 log.warning("gang.rebuild_failed", error=f"{type(exc).__name__}: {exc}")
-                continue
-            with contextlib.suppress(RedisError):
-                await self._register_gang(self.gang.members)
 
     def stop(self) -> None:
         self._starting.cancel()

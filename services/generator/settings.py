@@ -15,7 +15,11 @@ class GeneratorSettings(CommonSettings, kw_only=True, frozen=True):
     metrics_host: str = "0.0.0.0"
     grace_s: float = 60.0  # on SIGTERM, how long the running job may finish before it is handed back
     job_timeout_s: float = 3600.0  # a job running longer is treated as a hung gang
-    gang_start_timeout_s: float = 1800.0  # placement, process group and model load
+    # Names this generator's Ray placement group, so a restart (same pod) finds and removes the old
+    # one; unique among live generators of a task. Empty: unique per process (nothing to find).
+    generator_id: str = ""
+    # Process group and model load, once placed; waiting for Ray to find room has no deadline.
+    gang_start_timeout_s: float = 1800.0
     collective_timeout_s: float = 600.0  # torch.distributed timeout: a dead peer cannot hang a rank
     progress_maxlen: int = 100_000  # the progress stream is capped (approximately) at this length
     progress: bool = True  # per-step progress entries (off only to measure what they cost)

@@ -22,6 +22,7 @@ class RayHead:
     def __init__(self, num_cpus: int = 4, on_spawn: Callable[[int], None] | None = None) -> None:
         self.num_cpus, self.on_spawn = num_cpus, on_spawn
         self.port = free_port()
+        self.client_port = free_port()  # Ray Client, as KubeRay's head serves it (not Ray's fixed 10001)
         # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="wan22-ray-")
         self.env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -29,6 +30,10 @@ class RayHead:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        return f"ray://127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 120.0) -> RayHead:
         # --block keeps `ray start` in the foreground: stopping it stops this cluster and no other.
@@ -43,6 +48,8 @@ class RayHead:
             str(self.num_cpus),
             "--node-ip-address",
             "127.0.0.1",
+            "--ray-client-server-port",
+            str(self.client_port),
             "--temp-dir",
             self.temp_dir,
             "--include-dashboard",

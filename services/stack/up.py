@@ -4,6 +4,7 @@ configured task), with an embedded Redis (AOF on) and Ray head when none is conf
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,8 @@ class Stack:
                     "WAN22_TASK": task,
                     "WAN22_METRICS_PORT": str(self.generator_ports[name]),
                     "WAN22_METRICS_HOST": "127.0.0.1",
+                    # Kept when the supervisor restarts it: the restart removes its old placement group.
+                    "WAN22_GENERATOR_ID": f"{socket.gethostname()}-{replica}",
                 }
                 children.append(Child(name, [*wan22, "generator"], env))
         for child in children:

@@ -80,8 +80,13 @@ def materialize(
             name = source["secretRef"]["name"]
             env.update({key: secret_value(name, key, redis_url) for key in SECRETS[name]})
     for var in container.get("env", []):
-        ref = var.get("valueFrom", {}).get("secretKeyRef")
-        env[var["name"]] = secret_value(ref["name"], ref["key"], redis_url) if ref else var["value"]
+        source = var.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[var["name"]] = secret_value(source["secretKeyRef"]["name"], source["secretKeyRef"]["key"], redis_url)
+        elif "fieldRef" in source:  # the downward API: the pod's own name and such
+            env[var["name"]] = f"{workload.owner['metadata']['name']}-0"
+        else:
+            env[var["name"]] = var["value"]
     for name, value in env.items():
         for path, where in mounts.items():
             if value.startswith(path + "/"):

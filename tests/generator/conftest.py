@@ -15,7 +15,13 @@ from tests.services_proc import ServiceProcess
 
 
 def models_toml(
-    ckpt: Path, steps: int = 4, frames: int = 5, max_attempts: int = 3, cfg_degree: int = 1, extra: str = ""
+    ckpt: Path,
+    steps: int = 4,
+    frames: int = 5,
+    max_attempts: int = 3,
+    cfg_degree: int = 1,
+    extra: str = "",
+    strategy: str = "PACK",
 ) -> str:
     return f"""
 [tasks.demo]
@@ -27,6 +33,7 @@ sizes = ["64*64"]
 frame_num = {frames}
 sample_steps = {steps}
 max_attempts = {max_attempts}
+placement_strategy = "{strategy}"
 {extra}"""
 
 
@@ -51,14 +58,17 @@ class Generator:
 StartGenerator = Callable[..., Generator]
 
 
-@pytest.fixture(scope="module")
-def start_generator(
-    redis_server: RedisServer, ray_cluster: RayCluster, tiny_ckpt: Path, tmp_path_factory
-) -> Iterator[StartGenerator]:
-    procs: list[ServiceProcess] = []
-    tmp_path = tmp_path_factory.mktemp("generator")
+class Generators:
+    """Generator processes against one Redis and one Ray cluster (joined through RAY_ADDRESS, as
+    on KubeRay); `stop_all` stops every one started."""
+
+    def __init__(self, redis_url: str, ray_address: str, ckpt: Path, tmp_path: Path, strategy: str = "PACK") -> None:
+        self.redis_url, self.ray_address, self.ckpt, self.tmp_path = redis_url, ray_address, ckpt, tmp_path
+        self.strategy = strategy
+        self.procs: list[ServiceProcess] = []
 
     def start(
+        self,
         steps: int = 4,
         frames: int = 5,
         max_attempts: int = 3,
@@ -67,14 +77,14 @@ def start_generator(
         models_extra: str = "",
         **env: str,
     ) -> Generator:
-        models = tmp_path / f"models-{len(procs)}.toml"
-        models.write_text(models_toml(tiny_ckpt, steps, frames, max_attempts, cfg_degree, models_extra))
+        models = self.tmp_path / f"models-{len(self.procs)}.toml"
+        models.write_text(models_toml(self.ckpt, steps, frames, max_attempts, cfg_degree, models_extra, self.strategy))
         port = free_port()
-        storage = tmp_path / "outputs"
+        storage = self.tmp_path / "outputs"
         settings = {
-            "RAY_ADDRESS": ray_cluster.address,
+            "RAY_ADDRESS": self.ray_address,
             "RAY_AUTH_MODE": "disabled",
-            "WAN22_REDIS_URL": redis_server.url,
+            "WAN22_REDIS_URL": self.redis_url,
             "WAN22_MODELS": str(models),
             "WAN22_TASK": "demo",
             "WAN22_STORAGE": str(storage),
@@ -84,16 +94,25 @@ def start_generator(
             "WAN22_BACKOFF_BASE_S": "0.2",
             "WAN22_GRACE_S": "2",
         } | env
-        proc = ServiceProcess(["generator"], settings, tmp_path / f"generator-{port}.log").start()
-        procs.append(proc)
+        proc = ServiceProcess(["generator"], settings, self.tmp_path / f"generator-{port}.log").start()
+        self.procs.append(proc)
         generator = Generator(proc, f"http://127.0.0.1:{port}", storage)
         if wait:
             generator.wait_ready()
         return generator
 
-    yield start
-    for proc in procs:
-        proc.stop()
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def start_generator(
+    redis_server: RedisServer, ray_cluster: RayCluster, tiny_ckpt: Path, tmp_path_factory
+) -> Iterator[StartGenerator]:
+    generators = Generators(redis_server.url, ray_cluster.address, tiny_ckpt, tmp_path_factory.mktemp("generator"))
+    yield generators.start
+    generators.stop_all()
 
 
 @pytest.fixture(scope="module")

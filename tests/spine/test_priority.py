@@ -99,3 +99,28 @@ async def test_a_dead_generators_job_on_any_priority_is_reclaimed(redis):
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_paused_slots_claim_nothing_new_or_reclaimed_until_resumed(redis):
+    """A generator whose gang is not ready pauses its slots: jobs stay for generators that can run them."""
+    for stream in STREAMS:
+        await redis.xgroup_create(stream, GENERATOR_GROUP, id="0", mkstream=True)
+    await _fill(redis, {"low": 1, "high": 1})
+    await redis.xreadgroup(GENERATOR_GROUP, "dead", {KEYS.jobs("demo", "low"): ">"}, count=1)  # past its lease soon
+    recorder = Recorder()
+    consumer = PriorityConsumer(redis, KEYS, STREAMS, GENERATOR_GROUP, "gen-3", recorder.handle, ONE_AT_A_TIME)
+    consumer.slots.pause()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        # Several leases (0.6 s) and reclaim sweeps (every 0.3 s): a claim or reclaim takes milliseconds.
+        await anyio.sleep(2.0)
+        assert recorder.order == []
+        [high] = await redis.xinfo_groups(KEYS.jobs("demo", "high"))
+        [low] = await redis.xinfo_groups(KEYS.jobs("demo", "low"))
+        assert (high["lag"], high["pending"], low["pending"]) == (1, 0, 1)
+        assert [c["name"] for c in await redis.xinfo_consumers(KEYS.jobs("demo", "low"), GENERATOR_GROUP)] == ["dead"]
+        consumer.slots.resume()
+        await wait_until(lambda: _true(sorted(recorder.order) == ["high", "low"]))
+        consumer.stop()
+    for stream in STREAMS:
+        assert int((await redis.xpending(stream, GENERATOR_GROUP))["pending"]) == 0
