@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from wan.sinks import DtypeOf, HostSink, TensorSink, make_sink
 from wan.sources import Source, is_s3, open_source
 from wan.tensors import FileLayout, header_length, parse_layout
 
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 16 << 20
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers' and transformers' file names
 SMALL_FOLDERS = ("tokenizer",)  # copied whole: a tokenizer is a handful of small files
 WEIGHT_FOLDERS = ("transformer", "transformer_2", "text_encoder", "vae")
@@ -46,6 +48,7 @@ class Manifest:
 class Checkpoint:
     def __init__(self, manifest: Manifest, source: Source | None, group: ReadGroup, chunk_bytes: int) -> None:
         self.manifest, self.source, self.group, self.chunk_bytes = manifest, source, group, chunk_bytes
+        self._pending: dict[str, Future[dict[str, torch.Tensor]]] = {}
 
     @property
     def name(self) -> str:
@@ -56,8 +59,40 @@ class Checkpoint:
             raise LayoutError(f"{self.name}: no {rel}")
         return json.loads(self.manifest.small[rel])
 
+    def prefetch(self, plan: dict[str, tuple[torch.device, DtypeOf]]) -> None:
+        """Start moving these folders' weights, in this order, on a thread of their own, so the
+        models are built while the bytes arrive. Every rank of the gang passes the same plan."""
+        futures: dict[str, Future[dict[str, torch.Tensor]]] = {folder: Future() for folder in plan}
+        self._pending = dict(futures)  # the caller takes its futures out of this one as it goes
+        worker = threading.Thread(target=self._transfer_all, args=(plan, futures), name="ckpt-transfer", daemon=True)
+        worker.start()
+
     def tensors(self, folder: str, device: torch.device, dtype_of: DtypeOf) -> dict[str, torch.Tensor]:
         """Every tensor of `folder`'s weights on `device`, in the dtype `dtype_of` picks. Collective."""
+        if folder in self._pending:
+            return self._pending.pop(folder).result()
+        return self._transfer(folder, device, dtype_of)
+
+    def _transfer_all(
+        self, plan: dict[str, tuple[torch.device, DtypeOf]], futures: dict[str, Future[dict[str, torch.Tensor]]]
+    ) -> None:
+        try:
+            for folder, (device, dtype_of) in plan.items():
+                if device.type == "cuda":
+                    torch.cuda.set_device(device)  # per thread: this one's current device
+                state = self._transfer(folder, device, dtype_of)
+                if device.type == "cuda":
+                    torch.cuda.current_stream(device).synchronize()  # casts done before another thread uses them
+                futures[folder].set_result(state)
+        except BaseException as exc:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+    def _transfer(self, folder: str, device: torch.device, dtype_of: DtypeOf) -> dict[str, torch.Tensor]:
         if folder not in self.manifest.weights:
             raise LayoutError(f"{self.name}/{folder}: no safetensors weights")
         state: dict[str, torch.Tensor] = {}

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from wan.checkpoint import Checkpoint
+from wan.sinks import DtypeOf
 from wan.layout import LayoutError
 
 
@@ -42,12 +43,15 @@ def load_diffusers_model(
     config = ckpt.json(f"{folder}/config.json")
     with torch.device("meta"):
         model = cls.from_config(config)
-    keep_fp32 = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
-    state = ckpt.tensors(folder, device, functools.partial(_target_dtype, dtype=dtype, keep_fp32=keep_fp32))
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(ckpt.tensors(folder, device, diffusers_dtype(cls, dtype)), strict=True, assign=True)
     _rebuild_meta_buffers(model, device)
     model.requires_grad_(False)
     return model.eval()
+
+
+def diffusers_dtype(cls: type, dtype: torch.dtype) -> DtypeOf:
+    keep_fp32 = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
+    return functools.partial(_target_dtype, dtype=dtype, keep_fp32=keep_fp32)
 
 
 def _target_dtype(name: str, stored: torch.dtype, *, dtype: torch.dtype, keep_fp32: tuple[str, ...]) -> torch.dtype:
@@ -63,10 +67,15 @@ def load_text_encoder(ckpt: Checkpoint, *, dtype: torch.dtype, device: torch.dev
     from transformers import UMT5Config, UMT5EncoderModel
 
     config = UMT5Config.from_dict(ckpt.json("text_encoder/config.json"))
-    kept = _transformers_fp32(UMT5EncoderModel, dtype)
-    state = ckpt.tensors("text_encoder", device, functools.partial(_text_dtype, dtype=dtype, kept=kept))
+    state = ckpt.tensors("text_encoder", device, text_encoder_dtype(dtype))
     model = UMT5EncoderModel.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
     return model.to(device).requires_grad_(False).eval()
+
+
+def text_encoder_dtype(dtype: torch.dtype) -> DtypeOf:
+    from transformers import UMT5EncoderModel
+
+    return functools.partial(_text_dtype, dtype=dtype, kept=_transformers_fp32(UMT5EncoderModel, dtype))
 
 
 def _transformers_fp32(cls: type, dtype: torch.dtype) -> tuple[str, ...]:
@@ -123,6 +132,10 @@ def load_components(
 
     index = ckpt.json("model_index.json")
     experts = ["transformer"] + (["transformer_2"] if (index.get("transformer_2") or [None])[0] else [])
+    plan = {name: (transformer_device, diffusers_dtype(WanTransformer3DModel, dtype)) for name in experts}
+    plan["text_encoder"] = (text_encoder_device, text_encoder_dtype(dtype))
+    plan["vae"] = (vae_device, diffusers_dtype(AutoencoderKLWan, vae_dtype))
+    ckpt.prefetch(plan)  # the bytes arrive while the models are built
     loaded = [
         load_diffusers_model(WanTransformer3DModel, ckpt, name, dtype=dtype, device=transformer_device)
         for name in experts

@@ -20,11 +20,15 @@ from pathlib import Path
 import torch
 
 ALIGN = 4096  # O_DIRECT wants the address, the offset and the length aligned to the logical block
-THREADS = 4
+THREADS = 8
 
 Chunk = tuple[int, int]  # (offset in the file, length)
 Dest = Callable[[int], torch.Tensor | None]  # chunk index -> where it goes (None: a staging buffer)
 Read = Callable[[torch.Tensor, int, int], None]  # (into, offset, length)
+
+
+def reader_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(THREADS, thread_name_prefix="ckpt-read")
 
 
 def round_up(n: int, multiple: int = ALIGN) -> int:
@@ -101,12 +105,12 @@ class LocalFile:
             self.direct_fd = None
 
 
-def stream_chunks(read: Read, chunks: list[Chunk], dest: Dest, *, threads: int = THREADS) -> Iterator[tuple[int, torch.Tensor]]:
-    """Read every chunk on `threads` threads; yield (index, bytes) as each one completes.
+def stream_chunks(read: Read, chunks: list[Chunk], dest: Dest, pool: ThreadPoolExecutor) -> Iterator[tuple[int, torch.Tensor]]:
+    """Read every chunk on the pool's threads; yield (index, bytes) as each one completes.
 
     Where `dest(i)` is None the chunk is read into a staging buffer (pinned when CUDA is there),
     valid until the consumer asks for the next chunk: then it is reused."""
-    slots = _Slots(threads + 1, max((n for _, n in chunks), default=0))
+    slots = _Slots(THREADS + 1, max((n for _, n in chunks), default=0))
 
     def work(i: int) -> tuple[int, torch.Tensor, bool]:
         target = dest(i)
@@ -121,7 +125,6 @@ def stream_chunks(read: Read, chunks: list[Chunk], dest: Dest, *, threads: int =
             raise
         return i, buffer, staged
 
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="ckpt-read")
     futures: list[Future[tuple[int, torch.Tensor, bool]]] = [pool.submit(work, i) for i in range(len(chunks))]
     try:
         for future in as_completed(futures):
@@ -132,8 +135,10 @@ def stream_chunks(read: Read, chunks: list[Chunk], dest: Dest, *, threads: int =
     finally:
         for future in futures:
             future.cancel()
-        slots.close()  # a thread waiting for a slot gives up instead of holding the pool open
-        pool.shutdown(wait=True)
+        slots.close()  # a thread waiting for a slot gives up instead of holding the pool
+        for future in futures:
+            if not future.cancelled():
+                future.exception()  # wait: no read may still write into memory after we return
 
 
 class _Slots:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from wan.readers import Chunk, Dest, LocalFile, stream_chunks
+from wan.readers import Chunk, Dest, LocalFile, reader_pool, stream_chunks
 
 
 class Source(Protocol):
@@ -33,6 +34,8 @@ class Source(Protocol):
 
     def local_dir(self, rel: str) -> Path | None: ...  # a folder as a local directory, if it is one
 
+    def close(self) -> None: ...
+
 
 def is_s3(ckpt_dir: str | Path) -> bool:
     return str(ckpt_dir).startswith("s3://")
@@ -45,6 +48,7 @@ def open_source(ckpt_dir: str | Path) -> Source:
 class LocalSource:
     def __init__(self, root: Path) -> None:
         self.root, self.name = root, str(root)
+        self._pool: ThreadPoolExecutor | None = None  # one for every file: starting threads is not free
 
     def files(self) -> dict[str, int]:
         out = {}
@@ -62,11 +66,17 @@ class LocalSource:
             return f.read(n)
 
     def stream(self, rel: str, chunks: list[Chunk], dest: Dest) -> Iterator[tuple[int, torch.Tensor]]:
+        self._pool = self._pool or reader_pool()
         with LocalFile(self.root / rel) as file:
-            yield from stream_chunks(file.read_into, chunks, dest)
+            yield from stream_chunks(file.read_into, chunks, dest, self._pool)
 
     def local_dir(self, rel: str) -> Path | None:
         return self.root / rel
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class S3Source:
@@ -122,3 +132,6 @@ class S3Source:
 
     def local_dir(self, rel: str) -> Path | None:
         return None
+
+    def close(self) -> None:
+        pass
