@@ -130,10 +130,12 @@ def main() -> None:
         for _ in range(args.repeats):
             for name in runs:
                 drop_cache(paths)
-                if name == "gang":
-                    runs[name].append(gang_of_two(root))
+                if name == "stream":
+                    runs[name].append(measured(lambda: stream_read(paths)))
+                elif name == "rank":
+                    runs[name].append(measured(lambda: one_rank(root / "ckpt")))
                 else:
-                    runs[name].append(measured(lambda n=name: stream_read(paths) if n == "stream" else one_rank(root / "ckpt")))
+                    runs[name].append(gang_of_two(root))
         drop_cache(paths)
         size = sum(p.stat().st_size for p in paths)
     report(runs, size, len(paths), args.repeats)
@@ -145,9 +147,9 @@ def report(runs: dict[str, list[dict[str, float]]], size: int, count: int, repea
     labels = {"stream": "stream read (one copy)", "rank": "one rank, WanModel.load", "gang": "gang of 2 (gloo)"}
     for name, label in labels.items():
         m = med[name]
+        rate, disk, rchar = size / m["s"] / 1e9, m["read_bytes"] / size, m["rchar"] / size
         print(
-            f"{label:24s}: {m['s']:6.2f} s  {size / m['s'] / 1e9:5.2f} GB/s   read from disk {m['read_bytes'] / size:4.2f} "
-            f"copies   rchar {m['rchar'] / size:4.2f} copies"
+            f"{label:24s}: {m['s']:6.2f} s  {rate:5.2f} GB/s   read from disk {disk:4.2f} copies   rchar {rchar:4.2f}"
         )
     print("per run (s)             :", {name: [round(r["s"], 2) for r in values] for name, values in runs.items()})
     rate = med["stream"]["s"] / med["rank"]["s"]

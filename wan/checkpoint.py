@@ -234,4 +234,3 @@ def _weight_files(folder: str, files: dict[str, int], small: dict[str, bytes]) -
 def _layout(source: Source, rel: str, size: int) -> FileLayout:
     length = header_length(source.head(rel, 8), rel)
     return parse_layout(source.head(rel, 8 + length), size, rel)
-

@@ -11,7 +11,6 @@ dict, so its own loading rules (tied embeddings, fp32 modules) apply to the same
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,8 @@ import torch
 from torch import nn
 
 from wan.checkpoint import Checkpoint
-from wan.sinks import DtypeOf
 from wan.layout import LayoutError
+from wan.sinks import DtypeOf
 
 
 @dataclass
@@ -80,7 +79,9 @@ def text_encoder_dtype(dtype: torch.dtype) -> DtypeOf:
 
 def _transformers_fp32(cls: type, dtype: torch.dtype) -> tuple[str, ...]:
     """The modules transformers keeps in fp32 at `dtype` (its `_get_dtype_plan` rule)."""
-    kept = set(getattr(cls, "_keep_in_fp32_modules_strict", None) or ()) if dtype in (torch.float16, torch.bfloat16) else set()
+    kept: set[str] = set()
+    if dtype in (torch.float16, torch.bfloat16):
+        kept |= set(getattr(cls, "_keep_in_fp32_modules_strict", None) or ())
     if dtype == torch.float16:
         kept |= set(getattr(cls, "_keep_in_fp32_modules", None) or ())
     return tuple(kept)

@@ -10,6 +10,7 @@ model. A filesystem that refuses O_DIRECT (tmpfs, some FUSE mounts) is read thro
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -60,10 +61,8 @@ class LocalFile:
         self.name = str(path)
         self.fd = os.open(path, os.O_RDONLY)
         self.direct_fd: int | None = None
-        try:
+        with contextlib.suppress(OSError):  # not supported here: the page cache it is
             self.direct_fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        except OSError:  # not supported here: the page cache it is
-            pass
 
     def close(self) -> None:
         for fd in (self.fd, self.direct_fd):
@@ -105,7 +104,9 @@ class LocalFile:
             self.direct_fd = None
 
 
-def stream_chunks(read: Read, chunks: list[Chunk], dest: Dest, pool: ThreadPoolExecutor) -> Iterator[tuple[int, torch.Tensor]]:
+def stream_chunks(
+    read: Read, chunks: list[Chunk], dest: Dest, pool: ThreadPoolExecutor
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Read every chunk on the pool's threads; yield (index, bytes) as each one completes.
 
     Where `dest(i)` is None the chunk is read into a staging buffer (pinned when CUDA is there),

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from wan.job import ParallelContext
 
 ABORT = -1
+CPU = torch.device("cpu")
 
 
 class ReaderFailed(OSError):
@@ -31,7 +32,7 @@ class ReadGroup:
     rank: int
     leader: int  # global rank of this node's reader
     group: Any = None  # the node's process group; None: no other rank needs the bytes
-    device: torch.device = torch.device("cpu")  # where broadcast tensors live (NCCL: the GPU)
+    device: torch.device = CPU  # where broadcast tensors live (NCCL: the GPU)
 
     @property
     def is_reader(self) -> bool:
@@ -71,7 +72,7 @@ def read_group(parallel: ParallelContext) -> ReadGroup:
     dist.all_gather_object(hosts, socket.gethostname())
     nodes = node_groups(hosts)
     rank = dist.get_rank()
-    device = torch.device(parallel.device) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = torch.device(parallel.device) if dist.get_backend() == "nccl" else CPU
     mine = next(ranks for ranks in nodes if rank in ranks)
     group: Any = dist.group.WORLD
     if len(nodes) > 1:  # every rank takes part in creating every group

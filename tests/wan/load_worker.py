@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tests.wan.support import tiny_input, tiny_preset
+from wan.checkpoint import open_checkpoint
 from wan.distributed import destroy_group, init_group
 from wan.layout import LayoutError
 from wan.model import WanModel
@@ -58,6 +59,7 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
         s3 = payload["s3"] if rank == 0 else "s3://no-such-bucket/nothing"
         _write(out, "s3", rank, {"digest": state_digest(WanModel.load(s3, tiny_preset(TASK), parallel=ctx))})
         _write(out, "error", rank, {"error": _load_error(payload["missing"] if rank == 0 else ckpt, ctx)})
+        _write(out, "abort", rank, {"error": _reader_fails_mid_load(payload["doomed"] if rank == 0 else ckpt, ctx)})
     finally:
         destroy_group()
 
@@ -67,6 +69,21 @@ def _load_error(ckpt: str, ctx) -> str | None:
     try:
         WanModel.load(ckpt, tiny_preset(TASK), parallel=ctx)
     except LayoutError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _reader_fails_mid_load(ckpt: str, ctx) -> str | None:
+    """The reader's file disappears after the manifest: every rank must raise, none may hang."""
+    import torch.distributed as dist
+
+    checkpoint = open_checkpoint(ckpt, ctx)
+    if ctx.rank == 0:
+        Path(ckpt, "vae", "diffusion_pytorch_model.safetensors").unlink()
+    dist.barrier()
+    try:
+        checkpoint.tensors("vae", torch.device("cpu"), lambda _, dtype: dtype)
+    except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -4,6 +4,7 @@ gang (rank 1 is handed paths that do not exist), and a checkpoint streamed from 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def read_with(path: Path, sink_kind: str, chunk_bytes: int, dtype_of=lambda _, d
     head = source.head(path.name, 1 << 20)
     layout = parse_layout(head, path.stat().st_size, path.name)
     chunks = plan_chunks(layout.size, chunk_bytes)
-    sink = HostSink(layout, chunks, dtype_of) if sink_kind == "host" else TensorSink(layout, chunks, dtype_of, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    sink = HostSink(layout, chunks, dtype_of) if sink_kind == "host" else TensorSink(layout, chunks, dtype_of, cpu)
     for i, data in source.stream(path.name, chunks, sink.host_view):
         sink.put(i, data)
     return sink.tensors()
@@ -174,7 +176,10 @@ def gang(tiny_root: Path, s3_ckpt, tmp_path_factory: pytest.TempPathFactory) -> 
 
     server, url = s3_ckpt
     out = tmp_path_factory.mktemp("gang-load")
+    doomed = out / "doomed"  # rank 0 deletes a weight file of this copy after reading the manifest
+    shutil.copytree(tiny_root / TASK, doomed)
     payload = {"ckpt": str(tiny_root / TASK), "missing": str(out / "not-here"), "s3": url, "out": str(out)}
+    payload["doomed"] = str(doomed)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ENDPOINT_URL", server.url)  # the ranks inherit this process's environment
         spawn_local(WORKER, 2, payload, timeout_s=300)
@@ -209,3 +214,11 @@ def test_gang_reader_layout_error_is_raised_on_every_rank(gang: Path) -> None:
     errors = [seen["error"] for seen in _seen(gang, "error")]
     assert errors[0] is not None and errors[0].startswith("LayoutError: checkpoint directory")
     assert errors[0].endswith("not-here does not exist") and errors[1] == errors[0]
+
+
+def test_gang_reader_failing_mid_load_fails_every_rank(gang: Path) -> None:
+    reader, receiver = (seen["error"] for seen in _seen(gang, "abort"))
+    assert reader.startswith("FileNotFoundError") and "vae/diffusion_pytorch_model.safetensors" in reader
+    assert receiver.startswith("ReaderFailed: rank 0, which reads") and receiver.endswith(
+        "failed on vae/diffusion_pytorch_model.safetensors"
+    )
