@@ -78,7 +78,7 @@ class Checkpoint:
     ) -> None:
         try:
             for folder, (device, dtype_of) in plan.items():
-                if device.type == "cuda":
+                if device.type == "cuda" and device.index is not None:
                     torch.cuda.set_device(device)  # per thread: this one's current device
                 state = self._transfer(folder, device, dtype_of)
                 if device.type == "cuda":
