@@ -171,14 +171,23 @@ def test_s3_prefix_without_a_checkpoint_is_a_layout_error(s3_ckpt, monkeypatch: 
 
 
 @pytest.fixture(scope="module")
-def gang(tiny_root: Path, s3_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wide_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with wide FFNs: 26 MB of weights, so a whole extra read stands out of whatever
+    else a busy host makes a process read (pages of its libraries evicted and faulted back in)."""
+    from wan.tiny import TransformerDims, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("wide") / TASK, TASK, dims=TransformerDims(ffn_dim=32768))
+
+
+@pytest.fixture(scope="module")
+def gang(tiny_root: Path, wide_ckpt: Path, s3_ckpt, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from wan.distributed import spawn_local
 
     server, url = s3_ckpt
     out = tmp_path_factory.mktemp("gang-load")
     doomed = out / "doomed"  # rank 0 deletes a weight file of this copy after reading the manifest
     shutil.copytree(tiny_root / TASK, doomed)
-    payload = {"ckpt": str(tiny_root / TASK), "missing": str(out / "not-here"), "s3": url, "out": str(out)}
+    payload = {"ckpt": str(wide_ckpt), "missing": str(out / "not-here"), "s3": url, "out": str(out)}
     payload["doomed"] = str(doomed)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ENDPOINT_URL", server.url)  # the ranks inherit this process's environment
@@ -194,14 +203,16 @@ def _weight_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.safetensors"))
 
 
-def test_gang_of_two_reads_one_copy_and_rank1_gets_every_byte(gang: Path, tiny_root: Path, tiny_models: dict) -> None:
+def test_gang_of_two_reads_one_copy_and_rank1_gets_every_byte(gang: Path, wide_ckpt: Path) -> None:
+    from wan.model import WanModel
+
+    local = WanModel.load(wide_ckpt, tiny_preset(TASK))
     reader, receiver = _seen(gang, "local")
-    local = tiny_models[TASK]
     assert reader["digest"] == receiver["digest"] == state_digest(local)
-    weights = _weight_bytes(tiny_root / TASK)
-    # O_DIRECT reads always reach the disk: rank 0 read each weight byte once (plus block padding).
-    assert weights <= reader["read_bytes"] <= 1.05 * weights + 64 * ALIGN
-    assert receiver["read_bytes"] < 0.05 * weights
+    weights = _weight_bytes(wide_ckpt)
+    # From a dropped page cache: rank 0 read the weights once (not twice), rank 1 not at all.
+    assert weights <= reader["read_bytes"] < 1.5 * weights, (reader, weights)
+    assert receiver["read_bytes"] < 0.5 * weights, (receiver, weights)
     reference = local.generate(tiny_input(TASK))
     np.testing.assert_allclose(np.load(gang / "local.npy"), reference, rtol=0, atol=1e-5)
 
