@@ -21,8 +21,8 @@ import torch.distributed as dist
 
 from wan import accel
 from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
-from wan.checkpoint import open_checkpoint
 from wan.cfgparallel import split_passes
+from wan.checkpoint import open_checkpoint
 from wan.decode import decode_latents
 from wan.guidance import cfg_parallel_refusal
 from wan.job import Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
