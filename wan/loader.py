@@ -3,25 +3,23 @@
 diffusers' own `from_pretrained` needs `accelerate` for Wan transformers (they keep some modules in
 fp32, which it only supports on the low-memory path) and otherwise random-initialises every weight
 before overwriting it. Here a model is built on the meta device and its safetensors are assigned
-straight in: one sequential read per file (`wan.tensors`), a cast only where the dtype differs.
+straight in, read once per node and shared over the gang (`wan.checkpoint`); a cast happens only
+where the dtype differs. The text encoder is handed to transformers' `from_pretrained` as a state
+dict, so its own loading rules (tied embeddings, fp32 modules) apply to the same tensors.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from wan.checkpoint import Checkpoint
 from wan.layout import LayoutError
-from wan.tensors import read_safetensors
-
-_SINGLE = "diffusion_pytorch_model.safetensors"
-_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+from wan.sinks import DtypeOf
 
 
 @dataclass
@@ -37,46 +35,64 @@ class Components:
     transformer_2: nn.Module | None
 
 
-def read_index(ckpt_dir: Path) -> dict[str, Any]:
-    path = ckpt_dir / "model_index.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"{ckpt_dir}: cannot read model_index.json: {exc}") from None
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of one diffusers model folder (single file or sharded)."""
-    if (folder / _SINGLE).is_file():
-        return [folder / _SINGLE]
-    if (folder / _INDEX).is_file():
-        weight_map = json.loads((folder / _INDEX).read_text())["weight_map"]
-        return [folder / name for name in sorted(set(weight_map.values()))]
-    raise LayoutError(f"{folder}: no {_SINGLE} (or sharded index); only safetensors checkpoints are supported")
-
-
-def load_diffusers_model(cls: type, folder: Path, *, dtype: torch.dtype, device: torch.device) -> nn.Module:
+def load_diffusers_model(
+    cls: type, ckpt: Checkpoint, folder: str, *, dtype: torch.dtype, device: torch.device
+) -> nn.Module:
     """Build `cls` from `folder`/config.json on the meta device and assign its weights in place."""
-    config = cls.load_config(folder)
+    config = ckpt.json(f"{folder}/config.json")
     with torch.device("meta"):
         model = cls.from_config(config)
-    keep_fp32 = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
-    state: dict[str, torch.Tensor] = {}
-    for path in weight_files(folder):
-        for name, tensor in read_safetensors(path).items():
-            state[name] = _cast(name, tensor.to(device), dtype, keep_fp32)  # cast after the move: faster on GPU
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(ckpt.tensors(folder, device, diffusers_dtype(cls, dtype)), strict=True, assign=True)
     _rebuild_meta_buffers(model, device)
     model.requires_grad_(False)
     return model.eval()
 
 
-def _cast(name: str, tensor: torch.Tensor, dtype: torch.dtype, keep_fp32: tuple[str, ...]) -> torch.Tensor:
+def diffusers_dtype(cls: type, dtype: torch.dtype) -> DtypeOf:
+    keep_fp32 = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
+    return functools.partial(_target_dtype, dtype=dtype, keep_fp32=keep_fp32)
+
+
+def _target_dtype(name: str, stored: torch.dtype, *, dtype: torch.dtype, keep_fp32: tuple[str, ...]) -> torch.dtype:
     # Same rule as diffusers: modules named in `_keep_in_fp32_modules` stay fp32 (norms, time embedder).
-    if not tensor.is_floating_point():
-        return tensor
-    target = torch.float32 if any(part in keep_fp32 for part in name.split(".")) else dtype
-    return tensor if tensor.dtype == target else tensor.to(target)
+    if not stored.is_floating_point:
+        return stored
+    return torch.float32 if any(part in keep_fp32 for part in name.split(".")) else dtype
+
+
+def load_text_encoder(ckpt: Checkpoint, *, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """UMT5 from transformers' `from_pretrained` over tensors this loader read (no second read, no copy
+    where the dtype already fits)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config.from_dict(ckpt.json("text_encoder/config.json"))
+    state = ckpt.tensors("text_encoder", device, text_encoder_dtype(dtype))
+    model = UMT5EncoderModel.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+    return model.to(device).requires_grad_(False).eval()
+
+
+def text_encoder_dtype(dtype: torch.dtype) -> DtypeOf:
+    from transformers import UMT5EncoderModel
+
+    return functools.partial(_text_dtype, dtype=dtype, kept=_transformers_fp32(UMT5EncoderModel, dtype))
+
+
+def _transformers_fp32(cls: type, dtype: torch.dtype) -> tuple[str, ...]:
+    """The modules transformers keeps in fp32 at `dtype` (its `_get_dtype_plan` rule)."""
+    kept: set[str] = set()
+    if dtype in (torch.float16, torch.bfloat16):
+        kept |= set(getattr(cls, "_keep_in_fp32_modules_strict", None) or ())
+    if dtype == torch.float16:
+        kept |= set(getattr(cls, "_keep_in_fp32_modules", None) or ())
+    return tuple(kept)
+
+
+def _text_dtype(name: str, stored: torch.dtype, *, dtype: torch.dtype, kept: tuple[str, ...]) -> torch.dtype:
+    # Cast early (on the device, one tensor at a time) except where transformers decides otherwise:
+    # those stay as stored and transformers casts them itself.
+    if not stored.is_floating_point or any(k in name for k in kept):
+        return stored
+    return dtype
 
 
 def _rebuild_meta_buffers(model: nn.Module, device: torch.device) -> None:
@@ -103,7 +119,7 @@ def _rope_tables(head_dim: int, patch: tuple[int, ...], max_len: int) -> tuple[t
 
 
 def load_components(
-    ckpt_dir: Path,
+    ckpt: Checkpoint,
     *,
     dtype: torch.dtype,
     transformer_device: torch.device,
@@ -111,32 +127,38 @@ def load_components(
     vae_device: torch.device,
     vae_dtype: torch.dtype = torch.float32,
 ) -> Components:
-    """Load every component named by model_index.json (the diffusers pipeline layout)."""
+    """Load every component named by model_index.json (the diffusers pipeline layout). Collective."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import AutoTokenizer, UMT5EncoderModel
+    from transformers import AutoTokenizer
 
-    index = read_index(ckpt_dir)
+    index = ckpt.json("model_index.json")
     experts = ["transformer"] + (["transformer_2"] if (index.get("transformer_2") or [None])[0] else [])
+    plan = {name: (transformer_device, diffusers_dtype(WanTransformer3DModel, dtype)) for name in experts}
+    plan["text_encoder"] = (text_encoder_device, text_encoder_dtype(dtype))
+    plan["vae"] = (vae_device, diffusers_dtype(AutoencoderKLWan, vae_dtype))
+    ckpt.prefetch(plan)  # the bytes arrive while the models are built
     loaded = [
-        load_diffusers_model(WanTransformer3DModel, ckpt_dir / name, dtype=dtype, device=transformer_device)
+        load_diffusers_model(WanTransformer3DModel, ckpt, name, dtype=dtype, device=transformer_device)
         for name in experts
     ]
-    text_encoder = UMT5EncoderModel.from_pretrained(ckpt_dir / "text_encoder", dtype=dtype)
+    text_encoder = load_text_encoder(ckpt, dtype=dtype, device=text_encoder_device)
+    vae = load_diffusers_model(AutoencoderKLWan, ckpt, "vae", dtype=vae_dtype, device=vae_device)
+    with ckpt.folder_dir("tokenizer") as folder:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     return Components(
         index=index,
-        tokenizer=AutoTokenizer.from_pretrained(ckpt_dir / "tokenizer"),
-        text_encoder=text_encoder.to(text_encoder_device).requires_grad_(False).eval(),
-        vae=load_diffusers_model(AutoencoderKLWan, ckpt_dir / "vae", dtype=vae_dtype, device=vae_device),
-        scheduler=load_scheduler(ckpt_dir / "scheduler"),
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=load_scheduler(ckpt.json("scheduler/scheduler_config.json")),
         transformer=loaded[0],
         transformer_2=loaded[1] if len(loaded) > 1 else None,
     )
 
 
-def load_scheduler(folder: Path) -> Any:
+def load_scheduler(config: dict[str, Any]) -> Any:
     import diffusers
 
-    config = json.loads((folder / "scheduler_config.json").read_text())
     cls = getattr(diffusers, config.get("_class_name", "UniPCMultistepScheduler"))
     return cls.from_config(config)
 

@@ -22,10 +22,10 @@ import torch.distributed as dist
 from wan import accel
 from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
 from wan.cfgparallel import split_passes
+from wan.checkpoint import open_checkpoint
 from wan.decode import decode_latents
 from wan.guidance import cfg_parallel_refusal
 from wan.job import Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
-from wan.layout import require_diffusers_layout
 from wan.loader import Components, load_components, scheduler_with_shift
 from wan.noise import check_noise, noise_generator
 from wan.offload import ExpertOffloader, OffloadMode, check_offload
@@ -107,15 +107,15 @@ class WanModel:
         idle experts (and, for `model`, the text encoder) in host memory (`wan.offload`)."""
         parallel = parallel or ParallelContext()
         offload = check_offload(offload, fsdp=parallel.fsdp and parallel.world_size > 1)
-        path = require_diffusers_layout(ckpt_dir)
         if parallel.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("world_size > 1 needs torch.distributed initialised first (see wan.distributed)")
+        ckpt = open_checkpoint(ckpt_dir, parallel)  # read once per node, shared over the gang
         device = torch.device(parallel.device)
         dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
         cpu = torch.device("cpu")
         fsdp = parallel.fsdp and parallel.world_size > 1
         comps = load_components(
-            path,
+            ckpt,
             dtype=dtype,
             # FSDP shards from host memory, moving only this rank's shard to the device; offloaded
             # experts start in host memory and move in when they first run.

@@ -1,24 +1,20 @@
-"""Read a safetensors file into memory with one sequential read and no second copy.
+"""The safetensors format: the header of a file, and its tensors as views into the file's bytes.
 
-`safetensors.torch.load_file` on the CPU hands back tensors over a memory map: nothing is read
-until first use, so the first denoising step would pay the disk (and the page cache may drop it
-again). Here each file is read once into one owned buffer and the tensors are views into it.
-Large files are read by a few threads at once: the disk gets a deeper queue and the page faults
-of the fresh buffer are spread over cores.
+A file is 8 bytes of header length (little endian), a JSON header naming every tensor's dtype,
+shape and byte range, then the data. The loader reads the whole file into one buffer (`wan.sinks`)
+and the tensors are views into it, so nothing is copied after the read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import BinaryIO
+from dataclasses import dataclass
+from math import prod
 
 import torch
 
-_DTYPES = {
+DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -32,52 +28,71 @@ _DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn,
     "F8_E5M2": torch.float8_e5m2,
 }
-_CHUNK = 64 << 20
-_READERS = 4
+MAX_HEADER = 100 << 20  # the format's own limit
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of `path`, resident in memory, sharing one buffer."""
-    with open(path, "rb", buffering=0) as f:
-        (header_len,) = struct.unpack("<Q", _read_exact(f, 8))
-        header = json.loads(_read_exact(f, header_len))
-        header.pop("__metadata__", None)
-        data = torch.empty(os.fstat(f.fileno()).st_size - 8 - header_len, dtype=torch.uint8)
-        _read_into(f.fileno(), 8 + header_len, memoryview(data.numpy()).cast("B"), str(path))
-    return {name: _view(data, info) for name, info in header.items()}
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # byte offsets in the file (not in the data section)
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
 
 
-def _view(data: torch.Tensor, info: dict) -> torch.Tensor:
-    dtype = _DTYPES[info["dtype"]]
-    begin, end = info["data_offsets"]
-    raw = data[begin:end]
-    size = torch.empty((), dtype=dtype).element_size()
-    if begin % size:  # safetensors does not promise alignment; a misaligned tensor gets its own copy
+@dataclass(frozen=True)
+class FileLayout:
+    """Where every tensor of one safetensors file lies; the file is `size` bytes."""
+
+    size: int
+    tensors: tuple[TensorInfo, ...]
+
+
+def header_length(first8: bytes, name: str) -> int:
+    if len(first8) != 8:
+        raise ValueError(f"{name}: truncated safetensors file")
+    (length,) = struct.unpack("<Q", first8)
+    if length > MAX_HEADER:
+        raise ValueError(f"{name}: safetensors header of {length} bytes is over the format's limit")
+    return int(length)
+
+
+def parse_layout(head: bytes, size: int, name: str) -> FileLayout:
+    """The layout from the file's first 8 + header length bytes, checked against the file size."""
+    length = header_length(head[:8], name)
+    if len(head) < 8 + length:
+        raise ValueError(f"{name}: truncated safetensors header")
+    header = json.loads(head[8 : 8 + length])
+    header.pop("__metadata__", None)
+    start = 8 + length
+    infos = tuple(_info(key, value, start, size, name) for key, value in header.items())
+    return FileLayout(size=size, tensors=tuple(sorted(infos, key=lambda t: t.begin)))
+
+
+def _info(key: str, value: dict, start: int, size: int, name: str) -> TensorInfo:
+    if value["dtype"] not in DTYPES:
+        raise ValueError(f"{name}: tensor {key} has dtype {value['dtype']}, which this loader does not read")
+    dtype = DTYPES[value["dtype"]]
+    begin, end = (start + int(offset) for offset in value["data_offsets"])
+    shape = tuple(int(d) for d in value["shape"])
+    if not start <= begin <= end <= size or end - begin != prod(shape) * dtype.itemsize:
+        raise ValueError(f"{name}: tensor {key} has byte range {value['data_offsets']} that does not fit")
+    return TensorInfo(key, dtype, shape, begin, end)
+
+
+def view(buffer: torch.Tensor, info: TensorInfo) -> torch.Tensor:
+    """Tensor `info` as a view into `buffer`, which holds the whole file's bytes (uint8)."""
+    raw = buffer[info.begin : info.end]
+    size = info.dtype.itemsize
+    if raw.data_ptr() % size or raw.storage_offset() % size:  # the format does not promise alignment: copy it
         raw = raw.clone()
-    return raw.view(dtype).reshape(info["shape"])
+    return raw.view(info.dtype).reshape(info.shape)
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    chunk = f.read(n)
-    if len(chunk) != n:
-        raise OSError(f"{f.name}: truncated safetensors file")
-    return chunk
-
-
-def _read_into(fd: int, start: int, view: memoryview, name: str) -> None:
-    chunks = range(0, len(view), _CHUNK)
-
-    def read_chunk(offset: int) -> None:
-        part = view[offset : offset + _CHUNK]
-        done = 0
-        while done < len(part):
-            n = os.preadv(fd, [part[done:]], start + offset + done)
-            if not n:
-                raise OSError(f"{name}: truncated safetensors file")
-            done += n
-
-    if len(chunks) == 1:
-        read_chunk(0)
-        return
-    with ThreadPoolExecutor(max_workers=_READERS) as pool:
-        list(pool.map(read_chunk, chunks))
+def byte_view(tensor: torch.Tensor) -> torch.Tensor:
+    """The bytes of a contiguous tensor, as a flat uint8 tensor sharing its memory."""
+    return tensor.reshape(-1).view(torch.uint8)

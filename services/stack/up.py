@@ -89,7 +89,7 @@ class Stack:
         """Configured tasks whose checkpoint is present, with their world sizes."""
         served = load_models(self.env["WAN22_MODELS"]).tasks
         wanted = self.options.only or [name for name, task in served.items() if task.ckpt_dir]
-        missing = [name for name in wanted if name not in served or not Path(served[name].ckpt_dir).is_dir()]
+        missing = [name for name in wanted if name not in served or not _checkpoint_present(served[name].ckpt_dir)]
         for name in missing:
             log.warning("up.no_checkpoint", task=name, hint="set ckpt_dir in the models configuration")
         return {name: served[name].world_size for name in wanted if name not in missing}
@@ -166,3 +166,8 @@ async def responds(http: httpx.AsyncClient, url: str) -> bool:
         return (await http.get(url)).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _checkpoint_present(ckpt_dir: str) -> bool:
+    # An object-storage checkpoint is streamed by the ranks; only a local one can be checked here.
+    return ckpt_dir.startswith("s3://") or Path(ckpt_dir).is_dir()
