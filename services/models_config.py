@@ -107,8 +107,11 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     vae_tiling: bool = False
     # Expert offloading for one GPU (wan.offload): "none", "experts" (only the running expert on
     # the device) or "model" (also the text encoder on the CPU, nothing but the VAE on the
-    # device between jobs). Same names as wan.offload.OFFLOAD_MODES; this module stays torch-free.
-    offload: Literal["none", "experts", "model"] = "none"
+    # device between jobs) or "blocks" (the blocks stream from pinned host memory, prefetched
+    # `offload_prefetch` blocks ahead; wan.blockoffload). Same names as wan.offload.OFFLOAD_MODES;
+    # this module stays torch-free.
+    offload: Literal["none", "experts", "model", "blocks"] = "none"
+    offload_prefetch: Annotated[int, msgspec.Meta(ge=1, le=4)] = 1
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_attempts: int = 3
     # Speed options (wan.speedups; docs/performance.md): all off by default.
@@ -132,6 +135,7 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         self._check_layout()
+        self._check_offload()
         for shape in self.warmup:
             try:
                 check_shape(self.preset, shape)
@@ -157,6 +161,13 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
                 f"ulysses_degree {self.ulysses_degree} must divide world_size {self.world_size} / "
                 f"cfg_degree {self.cfg_degree} = {per_pass}"
             )
+
+    def _check_offload(self) -> None:
+        """The combinations wan.offload.check_offload refuses, refused here at config load."""
+        if self.offload != "none" and self.fsdp and self.world_size > 1:
+            raise ValueError("offload and fsdp exclude each other: FSDP already keeps only a shard per device")
+        if self.offload == "blocks" and self.fp8:
+            raise ValueError("offload = blocks and fp8 exclude each other: the streamed blocks stay in bf16")
 
     def cfg_parallel_refusal(self, low: float, high: float) -> str | None:
         """Why a job of this task with guidance (low-noise, high-noise), Wan's order, cannot run on

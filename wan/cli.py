@@ -66,10 +66,14 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--t5-cpu", action="store_true", help="keep the text encoder on the CPU")
     gen.add_argument(
         "--offload",
-        choices=["none", "experts", "model"],
+        choices=["none", "experts", "model", "blocks"],
         default="none",
         help="experts: only the running expert on the GPU (A14B on one 80 GB GPU); "
-        "model: also the text encoder on the CPU and nothing but the VAE on the GPU when idle",
+        "model: also the text encoder on the CPU and nothing but the VAE on the GPU when idle; "
+        "blocks: the blocks stream from pinned host memory, a block or two ahead (A14B on 24-48 GB)",
+    )
+    gen.add_argument(
+        "--offload-prefetch", type=int, default=1, help="with --offload blocks: blocks copied in ahead (1-4)"
     )
     gen.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     gen.add_argument(

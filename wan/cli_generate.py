@@ -38,6 +38,7 @@ class LocalJob:
     fsdp: bool
     t5_cpu: bool
     offload: str
+    offload_prefetch: int
     attention_backend: str | None
     vae_tiling: bool
     noise: NoiseDevice = "cpu"
@@ -95,6 +96,7 @@ def _job_from_args(args: argparse.Namespace) -> LocalJob:
         fsdp=args.fsdp,
         t5_cpu=args.t5_cpu,
         offload=args.offload,
+        offload_prefetch=args.offload_prefetch,
         attention_backend=args.attention_backend,
         vae_tiling=args.vae_tiling,
         noise=args.noise,
@@ -189,6 +191,7 @@ def load_model(job: LocalJob, ctx: ParallelContext) -> WanModel:
         attention_backend=job.attention_backend,
         vae_tiling=job.vae_tiling,
         offload=job.offload,  # type: ignore[arg-type]
+        offload_prefetch=job.offload_prefetch,
     )
     model.noise = job.noise
     return model

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from wan import accel
 from wan.adapters import AdapterFiles, AdapterSwitcher, switch_mode
+from wan.blockoffload import BlockOffloader
 from wan.cfgparallel import split_passes
 from wan.checkpoint import open_checkpoint
 from wan.decode import decode_latents
@@ -61,7 +62,7 @@ class WanModel:
         comps: Components,
         parallel: ParallelContext,
         deg: Degrees,
-        offloader: ExpertOffloader | None = None,
+        offloader: ExpertOffloader | BlockOffloader | None = None,
     ) -> None:
         self.preset, self.parallel, self.degrees = preset, parallel, deg
         self.device = torch.device(parallel.device)
@@ -98,15 +99,18 @@ class WanModel:
         attention_backend: str | None = None,
         vae_tiling: bool = False,
         offload: OffloadMode = "none",
+        offload_prefetch: int = 1,
         speedups: Speedups | None = None,
         lora_switch: str = "auto",
         lora_cache_bytes: int = 4 << 30,
     ) -> WanModel:
         """Load a diffusers-layout checkpoint once and keep it resident. With world_size > 1 the
         caller has already initialised torch.distributed; every rank calls this. `offload` keeps
-        idle experts (and, for `model`, the text encoder) in host memory (`wan.offload`)."""
+        idle experts (and, for `model`, the text encoder) in host memory (`wan.offload`); `blocks`
+        streams each expert's blocks through the device, `offload_prefetch` ahead (`wan.blockoffload`)."""
         parallel = parallel or ParallelContext()
-        offload = check_offload(offload, fsdp=parallel.fsdp and parallel.world_size > 1)
+        speedups = speedups or Speedups()
+        offload = check_offload(offload, fsdp=parallel.fsdp and parallel.world_size > 1, fp8=speedups.fp8)
         if parallel.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("world_size > 1 needs torch.distributed initialised first (see wan.distributed)")
         ckpt = open_checkpoint(ckpt_dir, parallel)  # read once per node, shared over the gang
@@ -114,23 +118,23 @@ class WanModel:
         dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
         cpu = torch.device("cpu")
         fsdp = parallel.fsdp and parallel.world_size > 1
+        encoder_on_cpu = parallel.text_encoder_on_cpu or fsdp or offload in ("model", "blocks")
         comps = load_components(
             ckpt,
             dtype=dtype,
             # FSDP shards from host memory, moving only this rank's shard to the device; offloaded
             # experts start in host memory and move in when they first run.
             transformer_device=cpu if (fsdp or offload != "none") else device,
-            text_encoder_device=cpu if (parallel.text_encoder_on_cpu or fsdp or offload == "model") else device,
+            text_encoder_device=cpu if encoder_on_cpu else device,
             vae_device=device,
         )
         check_against_preset(ModelSpec.of(comps), preset)
-        speedups = speedups or Speedups()
         accel.before_shard(comps, speedups, parallel)  # LoRA fuse, FP8
         deg = _shard(comps, parallel, attention_backend)
         accel.after_shard(comps, speedups, device)  # step cache, regional compile
         if vae_tiling:
             comps.vae.enable_tiling()
-        model = cls(preset, comps, parallel, deg, _offloader(comps, offload, device))
+        model = cls(preset, comps, parallel, deg, _offloader(comps, offload, device, offload_prefetch))
         model.speedups = speedups
         mode = switch_mode(lora_switch, fsdp=fsdp, fp8=speedups.fp8)
         model.adapters = AdapterSwitcher((comps.transformer, comps.transformer_2), mode, AdapterFiles(lora_cache_bytes))
@@ -164,7 +168,7 @@ class WanModel:
         # Ulysses only (ring refuses such jobs in `_validate`): cut into shards one token apart.
         uneven = splits_unevenly(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees.total)
         with torch.no_grad():
-            offload = self.offloader.job() if self.offloader else contextlib.nullcontext()
+            offload = self.offloader.job(self.forward_plan(inp)) if self.offloader else contextlib.nullcontext()
             with offload, uneven_split(self._experts(), uneven):
                 latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
             if self.speedups.parallel_decode:  # every rank decodes its share of the tiles
@@ -173,6 +177,20 @@ class WanModel:
             if not self.parallel.is_main:
                 return None
             return self._decode(pipe, latents)
+
+    def forward_plan(self, inp: GenerationInput) -> list[str]:
+        """The expert of each transformer forward a job runs on this rank, in order: per step one
+        pass, or two where that step's expert guides (`wan.guidance`) and CFG is not split."""
+        scheduler = scheduler_with_shift(self._comps.scheduler, inp.sample_shift)
+        scheduler.set_timesteps(inp.sample_steps)
+        high = inp.guide_scale
+        low = high if inp.guide_scale_2 is None else inp.guide_scale_2
+        plan = []
+        for timestep in scheduler.timesteps:
+            expert = self.expert_at(float(timestep))
+            scale = low if expert == "low_noise" else high
+            plan += [expert] * (2 if scale != 1.0 and self.degrees.cfg == 1 else 1)
+        return plan
 
     def expert_at(self, timestep: float) -> str:
         """Which expert denoises at `timestep` (same rule as diffusers: high-noise while t >= boundary)."""
@@ -300,11 +318,15 @@ def _shard(comps: Components, parallel: ParallelContext, attention_backend: str 
     return deg
 
 
-def _offloader(comps: Components, mode: OffloadMode, device: torch.device) -> ExpertOffloader | None:
+def _offloader(
+    comps: Components, mode: OffloadMode, device: torch.device, prefetch: int
+) -> ExpertOffloader | BlockOffloader | None:
     if mode == "none":
         return None
     names = ["single"] if comps.transformer_2 is None else ["high_noise", "low_noise"]
     experts = dict(zip(names, [comps.transformer, comps.transformer_2], strict=False))
+    if mode == "blocks":
+        return BlockOffloader(experts, device, prefetch)
     return ExpertOffloader(experts, mode, device)
 
 

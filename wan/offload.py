@@ -11,6 +11,8 @@ the other waits in host memory. Modes (`offload` in the models config, `wan22 ge
 - `model`: `experts`, plus the text encoder lives and runs on the CPU (`--t5_cpu`), and after the
   last step both experts go back to host memory, so between jobs only the VAE is on the device
   (the release's `offload_model=True`).
+- `blocks`: each expert's blocks stay in pinned host memory and stream through the device one
+  block at a time, prefetched on a side stream (`wan.blockoffload`): A14B on 24 to 48 GB GPUs.
 
 Moves happen in a forward pre-hook of each expert, so they follow whichever expert diffusers'
 loop calls, at exactly the step where it switches. `Placements` records, for every forward, which
@@ -21,24 +23,27 @@ are the same, so the record is what a test can check there; the tensors only rea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-OffloadMode = Literal["none", "experts", "model"]
+OffloadMode = Literal["none", "experts", "model", "blocks"]
 OFFLOAD_MODES: tuple[str, ...] = get_args(OffloadMode)
 
 DEVICE, HOST = "device", "host"
 
 
-def check_offload(mode: str, *, fsdp: bool) -> OffloadMode:
+def check_offload(mode: str, *, fsdp: bool, fp8: bool = False) -> OffloadMode:
     if mode not in OFFLOAD_MODES:
         raise ValueError(f"offload must be one of {list(OFFLOAD_MODES)}, got {mode!r}")
     if mode != "none" and fsdp:
         raise ValueError("offload and FSDP exclude each other: FSDP already keeps only a shard per device")
+    if mode == "blocks" and fp8:
+        # torchao's float8 weights are tensor subclasses the block swap does not copy or pin.
+        raise ValueError("offload = blocks and fp8 exclude each other: the streamed blocks stay in bf16")
     return mode  # type: ignore[return-value]
 
 
@@ -66,8 +71,9 @@ class ExpertOffloader:
         return self.mode == "model"
 
     @contextlib.contextmanager
-    def job(self) -> Iterator[Placements]:
-        """One job's denoising; `model` mode parks every expert when it ends (even on cancel)."""
+    def job(self, plan: Sequence[str] = ()) -> Iterator[Placements]:
+        """One job's denoising; `model` mode parks every expert when it ends (even on cancel).
+        `plan` (the expert of each forward) is for block offload; swaps follow the forwards."""
         self.last = Placements()
         try:
             yield self.last

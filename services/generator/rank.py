@@ -92,6 +92,7 @@ class RankWorker:
             attention_backend=served.attention_backend,
             vae_tiling=served.vae_tiling,
             offload=served.offload,
+            offload_prefetch=served.offload_prefetch,
             speedups=served.speedups,
             lora_switch=served.lora_registry.switch,
             lora_cache_bytes=served.lora_registry.cache_bytes,

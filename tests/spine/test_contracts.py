@@ -102,6 +102,21 @@ def test_models_config_sets_offload_and_negative_prompt_per_task(tmp_path):
         load_models(str(path))
 
 
+def test_models_config_block_offload_and_what_it_excludes(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text('[tasks.t2v-A14B]\noffload = "blocks"\noffload_prefetch = 2\n')
+    task = load_models(str(path)).tasks["t2v-A14B"]
+    assert (task.offload, task.offload_prefetch) == ("blocks", 2)
+    for body, reason in [
+        ('offload = "blocks"\nfp8 = true', "fp8"),
+        ('offload = "blocks"\nfsdp = true\nworld_size = 2', "fsdp"),
+        ('offload = "blocks"\noffload_prefetch = 9', "offload_prefetch"),
+    ]:
+        path.write_text(f"[tasks.t2v-A14B]\n{body}\n")
+        with pytest.raises(SettingsError, match=reason):
+            load_models(str(path))
+
+
 def test_keys_are_prefixed():
     keys = Keys("blue")
     assert keys.jobs("t2v-A14B") == "blue:jobs:t2v-A14B"

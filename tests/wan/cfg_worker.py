@@ -35,6 +35,10 @@ def run_two(rank: int, world_size: int, port: int, payload: dict) -> None:
             if task in SINGLE_PASS:
                 _refusal(model, task, out, rank)  # refused on every rank; the next job still runs
             _save(out, task, rank, model.generate(tiny_input(task)), {})
+        # Block offload with one pass per rank per step: the plan foresees every forward.
+        blocks = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx, offload="blocks")
+        frames = blocks.generate(tiny_input("t2v-A14B"))
+        _save(out, "t2v_blocks", rank, frames, {"misses": len(blocks.offloader.last.misses)})  # type: ignore[union-attr]
     finally:
         destroy_group()
     rank_main(rank, world_size, payload["cli_port"], payload["cli_job"])

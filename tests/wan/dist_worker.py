@@ -41,12 +41,21 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
         inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
         _save(out, "ti2v", rank, ti2v.generate(inp), {})
         _cancel(model, out, rank)
+        _block_offload(root, out, rank, ctx)
         _taylorseer(root, out, rank, ctx)
         _parallel_decode(root, out, rank, ctx)
     finally:
         destroy_group()
     # Then the `wan22 generate --world-size 2` rank code, with its own process group.
     rank_main(rank, world_size, payload["cli_port"], payload["cli_job"])
+
+
+def _block_offload(root: Path, out: Path, rank: int, ctx) -> None:
+    """Ulysses 2 with every rank streaming its blocks (wan.blockoffload)."""
+    model = WanModel.load(root / "t2v-A14B", tiny_preset("t2v-A14B"), parallel=ctx, offload="blocks")
+    frames = model.generate(tiny_input("t2v-A14B"))
+    trace = model.offloader.last  # type: ignore[union-attr]
+    _save(out, "t2v_blocks", rank, frames, {"misses": len(trace.misses), "uses": len(trace.uses)})
 
 
 def _save(out: Path, name: str, rank: int, frames: np.ndarray | None, info: dict) -> None:

@@ -70,6 +70,12 @@ def test_cfg_parallel_matches_world_size_one(
     assert [seen["returned_frames"] for seen in _seen(out, task, ranks)] == [True] + [False] * (ranks - 1)
 
 
+def test_block_offload_with_one_pass_per_rank(cfg2: Path, tiny_models: dict) -> None:
+    reference = tiny_models["t2v-A14B"].generate(tiny_input("t2v-A14B"))
+    np.testing.assert_allclose(np.load(cfg2 / "t2v_blocks.npy"), reference, rtol=0, atol=ATOL)
+    assert [seen["misses"] for seen in _seen(cfg2, "t2v_blocks", 2)] == [0, 0]
+
+
 def test_experts_at_different_guidance_each_pass_runs_once_on_its_half(cfg2_ulysses2: Path, tiny_models: dict) -> None:
     model = tiny_models["t2v-A14B"]
     inp = tiny_input("t2v-A14B", guide_scale=GUIDANCE)

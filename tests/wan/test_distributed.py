@@ -52,6 +52,13 @@ def test_cancel_on_one_rank_stops_every_rank_without_decoding(two_ranks: Path) -
         assert seen == {"steps": [1, 2], "cancelled_at": 2, "decodes": 0, "returned_frames": False}
 
 
+def test_block_offload_over_two_ranks_matches_one(two_ranks: Path, tiny_models: dict) -> None:
+    reference = tiny_models["t2v-A14B"].generate(tiny_input("t2v-A14B"))
+    np.testing.assert_allclose(np.load(two_ranks / "t2v_blocks.npy"), reference, rtol=0, atol=1e-5)
+    seen = _seen(two_ranks, "t2v_blocks")
+    assert all(rank["misses"] == 0 and rank["uses"] > 0 for rank in seen), seen
+
+
 def test_cli_world_size_two_matches_world_size_one(two_ranks: Path, tiny_root: Path, tmp_path: Path) -> None:
     assert run_cli(*cli_command(tiny_root, tmp_path / "ws1.npy")) == 0
     np.testing.assert_allclose(np.load(two_ranks / "cli.npy"), np.load(tmp_path / "ws1.npy"), rtol=0, atol=1e-5)
