@@ -104,6 +104,7 @@ class BlockOffloader:
         self.last = BlockTrace()
         self._plan: list[str] = []
         self._forward = -1  # index into the plan of the forward now running
+        self._wanted: set[Key] = set()  # the blocks after the one running, in plan order
 
     def _place(self, expert: nn.Module) -> None:
         """Everything but the blocks to the device; the blocks' tensors pinned in host memory."""
@@ -118,7 +119,7 @@ class BlockOffloader:
     def job(self, plan: Sequence[str] = ()) -> Iterator[BlockTrace]:
         """One job's denoising; `plan` names the expert of each forward. Every block copy is
         dropped when it ends, even on a cancel or an error."""
-        self.last, self._plan, self._forward = BlockTrace(), list(plan), -1
+        self.last, self._plan, self._forward, self._wanted = BlockTrace(), list(plan), -1, set()
         self.active = True
         try:
             for key in self._upcoming(0, self._plan[0], -1) if self._plan else ():
@@ -140,14 +141,19 @@ class BlockOffloader:
             self.last.misses.append(key)
             self._fetch(key)
         self._swap_in(key)
-        for upcoming in self._upcoming(self._forward, expert, index):
-            if upcoming not in self.resident:
-                self._fetch(upcoming)
+        self._wanted = set(self._upcoming(self._forward, expert, index))
+        for upcoming in self._wanted - set(self.resident):
+            self._fetch(upcoming)
         self.last.uses.append((key, frozenset(self.resident)))  # what is in while the block runs
 
     def leave(self, expert: str, index: int) -> None:
-        """After the block ran: back to its host tensors; the device copy is freed."""
-        self._drop((expert, index))
+        """After the block ran: back to its host tensors; the device copy is freed unless the
+        block is among the next ones (an expert with no more blocks than `prefetch`)."""
+        key = (expert, index)
+        if key in self._wanted:
+            self._swap_out(key)
+        else:
+            self._drop(key)
 
     def _next_forward(self, expert: str) -> None:
         self._forward += 1
@@ -198,11 +204,14 @@ class BlockOffloader:
         for name, tensor in block_tensors(self.blocks[expert][index]).items():
             tensor.data = resident.device[name]
 
-    def _drop(self, key: Key) -> None:
-        resident = self.resident.pop(key, None)
-        if resident is None:
-            return
+    def _swap_out(self, key: Key) -> None:
         expert, index = key
         for name, tensor in block_tensors(self.blocks[expert][index]).items():
-            tensor.data = resident.host[name]
+            tensor.data = self.resident[key].host[name]
+
+    def _drop(self, key: Key) -> None:
+        if key not in self.resident:
+            return
+        self._swap_out(key)
+        del self.resident[key]
         self.last.releases.append(key)

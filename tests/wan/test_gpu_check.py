@@ -1,5 +1,6 @@
-"""The GPU check script's dry run: the noise check passes, every option row is printed, FP8 is refused
-with its reason on a CPU, cfg2 runs on two gloo processes."""
+"""The GPU check script's dry run: the noise check passes, every offload mode runs (block offload with
+no block missed), every option row is printed, FP8 is refused with its reason on a CPU, cfg2 runs on
+two gloo processes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def test_gpu_check_dry_run_prints_every_option() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     noise = result.stdout.split("option ", 1)[0]
+    offload = {line.split()[0]: line for line in noise.splitlines() if line.startswith("offload=")}
+    assert set(offload) == {"offload=none", "offload=experts", "offload=blocks", "offload=blocks2"}
+    assert all("block misses: 0" in line and " s/step " in line for line in offload.values()), offload
     assert "noise cpu: the CPU host's draw: yes" in noise and "noise device: the release's draw: yes" in noise
     table = result.stdout.split("option ", 1)[1].splitlines()
     rows = {line.split()[0]: line for line in table[1:] if line.strip()}

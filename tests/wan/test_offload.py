@@ -114,5 +114,7 @@ def test_cli_offload_gives_the_same_frames(tiny_root: Path, tmp_path: Path) -> N
     common = ["generate", "--task", "t2v-A14B", "--ckpt", str(tiny_root / "t2v-A14B"), "--prompt", "a cat"]
     common += ["--size", "32*32", "--frames", "5", "--steps", "4", "--seed", "3", "--device", "cpu"]
     assert run_cli(*common, "--out", str(tmp_path / "plain.npy")) == 0
-    assert run_cli(*common, "--offload", "experts", "--out", str(tmp_path / "experts.npy")) == 0
-    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "experts.npy"))
+    for mode in (["experts"], ["blocks", "--offload-prefetch", "2"]):
+        out = tmp_path / f"{mode[0]}.npy"
+        assert run_cli(*common, "--offload", *mode, "--out", str(out)) == 0
+        assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(out)), mode
