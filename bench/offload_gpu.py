@@ -8,7 +8,7 @@ Builds two WanTransformer3DModels with Wan2.2-A14B dimensions (40 heads x 128, F
 with both experts resident (`none`), through `wan.offload.ExpertOffloader` (`experts`) and through
 `wan.blockoffload.BlockOffloader` (`blocks`, prefetch 1 and 2). Prints peak allocated memory, s/step
 and its ratio to `none`, the time of each expert swap, and the peak scaled to 40 blocks (weights
-grow with the block count, activations do not; `blocks` keeps 1 + prefetch blocks whatever the
+grow with the block count, activations do not; `blocks` keeps 2 + prefetch blocks whatever the
 count). Needs CUDA; `--smoke-cpu` runs the same code with tiny sizes on the CPU to check it.
 """
 

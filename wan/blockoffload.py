@@ -3,9 +3,10 @@
 Each expert's transformer blocks (all but a few hundred MB of its 28 GB in bf16) live in pinned
 host memory; the embedders, the output head and the VAE stay on the device. While a block runs,
 the next `prefetch` blocks are copied in on a side stream, so the copy of block i+1 overlaps the
-compute of block i; a block's device copy is dropped as soon as it has run. The peak is therefore
-the resident parts plus `1 + prefetch` blocks (about 0.7 GB each for A14B). The text encoder runs
-on the CPU, as with `model` (`--t5_cpu`).
+compute of block i; a block's device copy is dropped as soon as it has run, and the loop never
+runs more than one block ahead of the GPU. The peak is therefore the resident parts plus
+`2 + prefetch` blocks (the running one, the one still queued, the prefetched; about 0.7 GB each for
+A14B). The text encoder runs on the CPU, as with `model` (`--t5_cpu`).
 
 Which block comes next is known ahead: blocks run in order within a forward, and the model hands
 `job()` the expert of every forward of the job (steps x passes, from the boundary and the
@@ -26,6 +27,7 @@ frames equal those of `none`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +107,7 @@ class BlockOffloader:
         self._plan: list[str] = []
         self._forward = -1  # index into the plan of the forward now running
         self._wanted: set[Key] = set()  # the blocks after the one running, in plan order
+        self._done: collections.deque[torch.cuda.Event] = collections.deque()  # blocks queued, not run yet
 
     def _place(self, expert: nn.Module) -> None:
         """Everything but the blocks to the device; the blocks' tensors pinned in host memory."""
@@ -120,6 +123,7 @@ class BlockOffloader:
         """One job's denoising; `plan` names the expert of each forward. Every block copy is
         dropped when it ends, even on a cancel or an error."""
         self.last, self._plan, self._forward, self._wanted = BlockTrace(), list(plan), -1, set()
+        self._done.clear()
         self.active = True
         try:
             for key in self._upcoming(0, self._plan[0], -1) if self._plan else ():
@@ -141,6 +145,7 @@ class BlockOffloader:
             self.last.misses.append(key)
             self._fetch(key)
         self._swap_in(key)
+        self._hold_back()
         self._wanted = set(self._upcoming(self._forward, expert, index))
         for upcoming in self._wanted - set(self.resident):
             self._fetch(upcoming)
@@ -150,10 +155,23 @@ class BlockOffloader:
         """After the block ran: back to its host tensors; the device copy is freed unless the
         block is among the next ones (an expert with no more blocks than `prefetch`)."""
         key = (expert, index)
+        if self.cuda:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+            self._done.append(done)
         if key in self._wanted:
             self._swap_out(key)
         else:
             self._drop(key)
+
+    def _hold_back(self) -> None:
+        """Kernels launch asynchronously, so the loop could run many blocks ahead of the GPU,
+        each fetch allocating while the copies it released still wait for their kernels: device
+        memory would grow towards every block. Waiting until the block before the previous one has
+        run bounds that to one block in flight, and the GPU never idles (the previous block is
+        still queued)."""
+        while len(self._done) > 1:
+            self._done.popleft().synchronize()
 
     def _next_forward(self, expert: str) -> None:
         self._forward += 1
