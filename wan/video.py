@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 from fractions import Fraction
@@ -29,8 +30,26 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+# x264 uses AVX-512 when all five of these are present. Its AVX-512 kernels (libx264 core 165, as
+# PyAV bundles it) made the bitstream of the same frames differ from one encode to the next, frames
+# apart by up to 38 levels after decoding; with its AVX2 kernels the stream depends on the frames only.
+X264_AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+
+
+@functools.cache
+def x264_params(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """`asm=AVX2` on CPUs where x264 would pick AVX-512 (every such CPU has AVX2), else nothing."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return {}
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"x264-params": "asm=AVX2"} if all(flag in flags for flag in X264_AVX512) else {}
+
+
 def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 18, preset: str = "medium") -> bytes:
-    """H.264 (libx264), yuv420p, `fps` frames per second, faststart so players can stream it."""
+    """H.264 (libx264), yuv420p, `fps` frames per second, faststart so players can stream it. The
+    same frames give the same bytes on a given machine (see `x264_params`)."""
     pixels = _even(to_uint8(frames))
     # faststart rewrites the file to put the index first, which needs a real file rather than a buffer.
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +63,7 @@ def _write(path: Path, pixels: np.ndarray, fps: int, crf: int, preset: str) -> N
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height = pixels.shape[2], pixels.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = {"crf": str(crf), "preset": preset, **x264_params()}
         for pixel_frame in pixels:
             frame = av.VideoFrame.from_ndarray(pixel_frame, format="rgb24")
             container.mux(stream.encode(frame))

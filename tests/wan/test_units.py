@@ -11,7 +11,7 @@ from PIL import Image
 from wan.job import ParallelContext
 from wan.parallel import Degrees, check_tokens, degrees
 from wan.presets import PRESETS, expert_guidance
-from wan.video import decode_mp4, encode_mp4, poster_image, probe_mp4, to_uint8
+from wan.video import X264_AVX512, decode_mp4, encode_mp4, poster_image, probe_mp4, to_uint8, x264_params
 
 
 def test_mp4_is_h264_yuv420p_at_fps_and_odd_sizes_are_padded() -> None:
@@ -34,6 +34,27 @@ def test_mp4_keeps_the_picture() -> None:
     decoded = decode_mp4(encode_mp4(frames, fps=16))
     assert decoded.shape == (5, 32, 32, 3)
     assert decoded[:, :, :12].mean() > 240 and decoded[:, :, 20:].mean() < 15
+
+
+def test_the_same_frames_give_the_same_mp4_encode_after_encode() -> None:
+    """On AVX-512 CPUs x264's AVX-512 kernels gave other bytes for the same frames in about every
+    other encode; a video job's frames must make the same file each time (wan.video.x264_params)."""
+    rng = np.random.default_rng(0)
+    rows, columns, channels = np.linspace(0, 5, 128)[:, None, None], np.linspace(0, 6, 160)[None, :, None], np.arange(3)
+    waves = np.stack([np.sin(columns * 0.7 - t / 5 + channels) * np.cos(rows + t / 3) for t in range(17)])
+    frames = np.clip((waves + 1) / 2 + rng.normal(0, 0.03, waves.shape), 0, 1)
+    first = encode_mp4(frames, fps=16)
+    assert all(encode_mp4(frames, fps=16) == first for _ in range(6))
+
+
+def test_x264_leaves_avx512_out_only_where_the_cpu_has_it(tmp_path) -> None:
+    avx512, avx2, other = tmp_path / "avx512", tmp_path / "avx2", tmp_path / "arm"
+    avx512.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {' '.join(X264_AVX512)}\n")
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")  # not all x264 needs
+    other.write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert x264_params(str(avx512)) == {"x264-params": "asm=AVX2"}
+    assert x264_params(str(avx2)) == {} and x264_params(str(other)) == {}
+    assert x264_params(str(tmp_path / "missing")) == {}
 
 
 @pytest.mark.parametrize(("fmt", "magic"), [("jpeg", b"\xff\xd8\xff"), ("png", b"\x89PNG")])
