@@ -94,6 +94,11 @@ class Keys(msgspec.Struct, frozen=True):
         """Error history of one entry across deliveries (survives a consumer crash)."""
         return f"{self.prefix}:attempts:{stream}:{entry_id}"
 
+    def dead_lettered(self, stream: str, entry_id: str) -> str:
+        """Set when an entry is dead-lettered, so a second delivery of it (its lease ran out while
+        the first was still failing) does not write a second dead letter."""
+        return f"{self.prefix}:dead:{stream}:{entry_id}"
+
     def gang(self, consumer: str) -> str:
         """A generator's gang as operators see it: state, members (rank → node:pid); services.gangs."""
         return f"{self.prefix}:gang:{consumer}"

@@ -318,6 +318,9 @@ class StreamConsumer:
         if self.hooks.on_dead:
             await self.hooks.on_dead(entry, entry.history, reason)
         dlq_id = await dead_letter(self.redis, self.keys, self.group, entry, entry.history, reason)  # type: ignore[arg-type]
+        if dlq_id is None:  # another delivery of it (a lease that ran out) got there first
+            log.info("consumer.dead_letter_exists", reason=reason)
+            return
         metrics.CONSUMER_DEAD.labels(self.stream, self.group, reason).inc()
         log.error("consumer.dead_lettered", reason=reason, dlq_id=dlq_id, attempts=len(entry.history))
 

@@ -9,6 +9,7 @@ from typing import Literal
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT
 
 from services.consumer import wire
 from services.consumer.entry import META_PREFIX, Entry
@@ -63,6 +64,18 @@ def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
+# KEYS: dlq, origin stream, attempts, dead-lettered marker. ARGV: group, entry id, task id, letter,
+# marker ttl. One letter per entry: a second delivery failing the same way only acks.
+DEAD_LETTER = """
+local first = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5])
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[3])
+if not first then return false end
+return redis.call('XADD', KEYS[1], '*', 'type', 'dead_letter', 'task_id', ARGV[3], 'payload', ARGV[4])
+"""
+MARKER_TTL_S = 7 * 24 * 3600  # longer than any entry waits in a pending list
+
+
 async def dead_letter(
     redis: Redis,
     keys: Keys,
@@ -70,8 +83,9 @@ async def dead_letter(
     entry: Entry,
     errors: list[ErrorRecord],
     reason: Literal["undecodable", "exhausted", "permanent"],
-) -> str:
-    """Write the dead-letter entry and ack the original in one transaction; returns the DLQ id."""
+) -> str | None:
+    """Write the dead-letter entry and ack the original in one atomic step; returns the DLQ id,
+    or None when the entry had been dead-lettered already (then it is only acked)."""
     fields, raw_fields, dropped = preserved_fields(entry)
     task_id = entry.task_id if is_task_id(entry.task_id) else ""  # a producer's junk never names a task
     letter = DeadLetter(
@@ -87,12 +101,11 @@ async def dead_letter(
         raw_fields=raw_fields,
         dropped_fields=dropped,
     )
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dlq, {"type": "dead_letter", "task_id": task_id, "payload": encode(letter)})
-        pipe.xack(entry.stream, group, entry.id)
-        pipe.delete(keys.attempts(entry.stream, entry.id))
-        results = await pipe.execute()
-    return str(results[0])
+    marker = keys.dead_lettered(entry.stream, entry.id)
+    script_keys = [keys.dlq, entry.stream, keys.attempts(entry.stream, entry.id), marker]
+    args: list[EncodableT] = [group, entry.id, task_id, encode(letter), MARKER_TTL_S]
+    dlq_id = await redis.register_script(DEAD_LETTER)(keys=script_keys, args=args)
+    return None if dlq_id is None else wire.text(dlq_id)
 
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[str, DeadLetter]]:

@@ -18,7 +18,7 @@ from services.contracts import Completed, TaskState, encode, state_to_hash
 from services.follow import follow
 from services.keys import Keys
 from services.redisconn import connect
-from tests.spine.test_consumer import FAST, GROUP, STREAM, wait_until
+from tests.spine.test_consumer import FAST, GROUP, STEADY, STREAM, wait_until
 
 RawEntry = list[tuple[bytes, bytes]]
 HOSTILE: dict[str, RawEntry] = {
@@ -66,7 +66,8 @@ async def test_hostile_entries_are_dead_lettered_with_their_bytes_and_the_good_o
     ids = {name: await xadd_raw(redis, STREAM, fields) for name, fields in HOSTILE.items()}
     good_id = await xadd_raw(redis, STREAM, GOOD)
     handled: list[Entry] = []
-    consumer = StreamConsumer(redis, keys, STREAM, GROUP, "c1", handler(handled), FAST)
+    # The read path: a lease a loaded machine's slow decode of a million fields cannot outlast.
+    consumer = StreamConsumer(redis, keys, STREAM, GROUP, "c1", handler(handled), STEADY)
     await run_until_dead_lettered(redis, keys, consumer, len(HOSTILE), handled)
 
     assert [entry.id for entry in handled] == [good_id]
@@ -188,3 +189,19 @@ async def test_fuzzed_job_entries_on_every_priority_are_handled_or_dead_lettered
 
 async def _dead_and_handled_count(redis, keys, dead: int, handled: list[Entry], good: int) -> bool:
     return await redis.xlen(keys.dlq) == dead and len(handled) == good
+
+
+async def test_an_entry_dead_lettered_by_two_deliveries_has_one_letter(redis, keys):
+    """Its lease ran out while the first delivery was failing: the reclaiming delivery fails the
+    same way. The second dead-lettering only acks."""
+    from services.consumer import dead_letter
+
+    await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    entry_id = await xadd_raw(redis, STREAM, HOSTILE["not JSON"])
+    [first] = await wire.xreadgroup(redis, GROUP, "c1", {STREAM: ">"}, count=1, block_ms=None)
+    _, [again] = await wire.xautoclaim(redis, STREAM, GROUP, "c2", 0, "0", count=1)
+    assert first.id == again.id == entry_id
+    assert await dead_letter(redis, keys, GROUP, first, [], "undecodable") is not None
+    assert await dead_letter(redis, keys, GROUP, again, [], "undecodable") is None
+    assert [letter.entry_id for _, letter in await list_dead(redis, keys)] == [entry_id]
+    assert int((await redis.xpending(STREAM, GROUP))["pending"]) == 0
