@@ -2,9 +2,9 @@
 
 A real S3 endpoint whose uploads take 1 s each, four jobs of about 2.5 s queued back to back at
 world size 2.
-Sequentially the gang would wait for every upload (about a third of the time here); pipelined it
-waits less than 5 % of the time, and each job is still acked only after its upload and its
-terminal state.
+Sequentially the gang would wait for every upload (a gap of at least 1 s between jobs, about a
+third of the time here); pipelined a gap is only the decode and the hand-over, and each job is
+still acked only after its upload and its terminal state.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.s3_server import S3Server
 
 JOBS = 4
 DENOISE_S = 2.5  # per job: well above the 1 s upload it must hide, on a fast host or a loaded one
+UPLOAD_S = 1.0  # each upload to the slow S3 endpoint
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def slow_s3(redis_server):
         unacked = ids.get(task_id) in {row["message_id"] for row in rows}
         checks.append((task_id, client.hget(KEYS.task(task_id), "status") == "running", unacked))
 
-    server = S3Server(put_delay_s=1.0, on_put=on_put).start()
+    server = S3Server(put_delay_s=UPLOAD_S, on_put=on_put).start()
     server.client().create_bucket(Bucket="videos")
     server.checks = checks  # type: ignore[attr-defined]
     yield server
@@ -95,10 +96,15 @@ async def test_uploads_overlap_the_next_job_and_ack_after_upload(redis, start_ge
     spans = await _spans(redis, task_ids)
     denoise = sum(end - start for start, end in spans) / JOBS
     assert denoise > 1.2, f"jobs too short ({denoise:.2f} s, {steps} steps) to hide a 1 s upload"
-    assert idle_fraction(spans) < 0.05, spans
+    # Waiting for an upload would leave a gap of at least UPLOAD_S between jobs; pipelined, a gap
+    # is the decode and a hand-over. Held against the upload, not a share of the run, so a loaded
+    # machine's slower decode does not fail it; the share is printed.
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(sorted(spans))]
+    print(f"gaps between jobs {[round(g, 3) for g in gaps]} s; idle {100 * idle_fraction(spans):.1f} % of the run")
+    assert max(gaps) < 0.6 * UPLOAD_S, spans
     # The generator's own figures: the jobs after the first were queued, so each start is a hand-over.
     busy, handovers, handover_s = gang_figures(generator.metrics_url + "/metrics")
-    assert handovers == JOBS - 1 and handover_s < 0.05 * busy, (busy, handovers, handover_s)
+    assert handovers == JOBS - 1 and handover_s / handovers < 0.6 * UPLOAD_S, (busy, handovers, handover_s)
 
     measured = [check for check in slow_s3.checks if check[0] in task_ids]
     assert len(measured) == JOBS
