@@ -40,6 +40,7 @@ import msgspec
 
 from services.settings import SettingsError
 from wan.guidance import cfg_parallel_refusal
+from wan.offloadmode import OffloadMode, offload_refusal
 from wan.presets import PRESETS, TaskPreset, derive_preset
 from wan.speedups import LoraSpec, Speedups, StepCacheSpec
 from wan.warmup import check_shape
@@ -108,9 +109,8 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
     # Expert offloading for one GPU (wan.offload): "none", "experts" (only the running expert on
     # the device) or "model" (also the text encoder on the CPU, nothing but the VAE on the
     # device between jobs) or "blocks" (the blocks stream from pinned host memory, prefetched
-    # `offload_prefetch` blocks ahead; wan.blockoffload). Same names as wan.offload.OFFLOAD_MODES;
-    # this module stays torch-free.
-    offload: Literal["none", "experts", "model", "blocks"] = "none"
+    # `offload_prefetch` blocks ahead; wan.blockoffload).
+    offload: OffloadMode = "none"
     offload_prefetch: Annotated[int, msgspec.Meta(ge=1, le=4)] = 1
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_attempts: int = 3
@@ -163,11 +163,10 @@ class ServedTask(msgspec.Struct, kw_only=True, frozen=True):
             )
 
     def _check_offload(self) -> None:
-        """The combinations wan.offload.check_offload refuses, refused here at config load."""
-        if self.offload != "none" and self.fsdp and self.world_size > 1:
-            raise ValueError("offload and fsdp exclude each other: FSDP already keeps only a shard per device")
-        if self.offload == "blocks" and self.fp8:
-            raise ValueError("offload = blocks and fp8 exclude each other: the streamed blocks stay in bf16")
+        """What the model would refuse at load, refused here at config load."""
+        refusal = offload_refusal(self.offload, fsdp=self.fsdp and self.world_size > 1, fp8=self.fp8)
+        if refusal:
+            raise ValueError(refusal)
 
     def cfg_parallel_refusal(self, low: float, high: float) -> str | None:
         """Why a job of this task with guidance (low-noise, high-noise), Wan's order, cannot run on

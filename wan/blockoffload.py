@@ -101,6 +101,12 @@ class BlockOffloader:
             self._place(expert)
             self.blocks[name] = list(expert.blocks)
             expert.blocks = OffloadedBlocks(expert.blocks, self, name)
+        # The tensor objects stay; only their `.data` moves, so each block's are looked up once.
+        self.tensors: dict[Key, dict[str, torch.Tensor]] = {
+            (name, index): block_tensors(block)
+            for name, blocks in self.blocks.items()
+            for index, block in enumerate(blocks)
+        }
         self.active = False
         self.resident: dict[Key, _Resident] = {}
         self.last = BlockTrace()
@@ -195,8 +201,7 @@ class BlockOffloader:
     # ---- copies --------------------------------------------------------------------------
 
     def _fetch(self, key: Key) -> None:
-        expert, index = key
-        host = {name: t.data for name, t in block_tensors(self.blocks[expert][index]).items()}
+        host = {name: t.data for name, t in self.tensors[key].items()}
         if self.copy_stream is not None:
             # New allocations only, so no wait on the compute stream: the copy overlaps the block
             # running now. `record_stream` in `_swap_in` keeps freed copies until compute is done.
@@ -218,13 +223,11 @@ class BlockOffloader:
             compute.wait_event(resident.ready)
             for tensor in resident.device.values():
                 tensor.record_stream(compute)  # freed only once the compute stream has used it
-        expert, index = key
-        for name, tensor in block_tensors(self.blocks[expert][index]).items():
+        for name, tensor in self.tensors[key].items():
             tensor.data = resident.device[name]
 
     def _swap_out(self, key: Key) -> None:
-        expert, index = key
-        for name, tensor in block_tensors(self.blocks[expert][index]).items():
+        for name, tensor in self.tensors[key].items():
             tensor.data = self.resident[key].host[name]
 
     def _drop(self, key: Key) -> None:

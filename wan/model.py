@@ -29,7 +29,8 @@ from wan.guidance import cfg_parallel_refusal
 from wan.job import Cancelled, GenerationInput, NoiseDevice, ParallelContext, StepInfo
 from wan.loader import Components, load_components, scheduler_with_shift
 from wan.noise import check_noise, noise_generator
-from wan.offload import ExpertOffloader, OffloadMode, check_offload
+from wan.offload import ExpertOffloader
+from wan.offloadmode import OffloadMode, check_offload
 from wan.parallel import (
     Degrees,
     all_agree,
@@ -168,7 +169,7 @@ class WanModel:
         # Ulysses only (ring refuses such jobs in `_validate`): cut into shards one token apart.
         uneven = splits_unevenly(self.spec.tokens(inp.width, inp.height, inp.frame_num), self.degrees.total)
         with torch.no_grad():
-            offload = self.offloader.job(self.forward_plan(inp)) if self.offloader else contextlib.nullcontext()
+            offload = self._offload_scope(inp)
             with offload, uneven_split(self._experts(), uneven):
                 latents = pipe(**self._call_kwargs(inp), callback_on_step_end=callback).frames
             if self.speedups.parallel_decode:  # every rank decodes its share of the tiles
@@ -177,6 +178,12 @@ class WanModel:
             if not self.parallel.is_main:
                 return None
             return self._decode(pipe, latents)
+
+    def _offload_scope(self, inp: GenerationInput) -> contextlib.AbstractContextManager[object]:
+        """The offloader's job scope; block offload is handed the job's forward plan to prefetch by."""
+        if isinstance(self.offloader, BlockOffloader):
+            return self.offloader.job(self.forward_plan(inp))
+        return self.offloader.job() if self.offloader else contextlib.nullcontext()
 
     def forward_plan(self, inp: GenerationInput) -> list[str]:
         """The expert of each transformer forward a job runs on this rank, in order: per step one

@@ -23,28 +23,15 @@ are the same, so the record is what a test can check there; the tensors only rea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-OffloadMode = Literal["none", "experts", "model", "blocks"]
-OFFLOAD_MODES: tuple[str, ...] = get_args(OffloadMode)
+from wan.offloadmode import OffloadMode
 
 DEVICE, HOST = "device", "host"
-
-
-def check_offload(mode: str, *, fsdp: bool, fp8: bool = False) -> OffloadMode:
-    if mode not in OFFLOAD_MODES:
-        raise ValueError(f"offload must be one of {list(OFFLOAD_MODES)}, got {mode!r}")
-    if mode != "none" and fsdp:
-        raise ValueError("offload and FSDP exclude each other: FSDP already keeps only a shard per device")
-    if mode == "blocks" and fp8:
-        # torchao's float8 weights are tensor subclasses the block swap does not copy or pin.
-        raise ValueError("offload = blocks and fp8 exclude each other: the streamed blocks stay in bf16")
-    return mode  # type: ignore[return-value]
 
 
 @dataclass
@@ -71,9 +58,8 @@ class ExpertOffloader:
         return self.mode == "model"
 
     @contextlib.contextmanager
-    def job(self, plan: Sequence[str] = ()) -> Iterator[Placements]:
-        """One job's denoising; `model` mode parks every expert when it ends (even on cancel).
-        `plan` (the expert of each forward) is for block offload; swaps follow the forwards."""
+    def job(self) -> Iterator[Placements]:
+        """One job's denoising; `model` mode parks every expert when it ends (even on cancel)."""
         self.last = Placements()
         try:
             yield self.last

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from tests.wan.dist_worker import TAYLORSEER, _save, _shard_lengths, uneven_input
+from tests.wan.dist_worker import TAYLORSEER, _save, _shard_lengths, cancel_seen_by_one_rank, uneven_input
 from tests.wan.support import TASKS, tiny_input, tiny_preset
 from wan.cli_generate import rank_main
 from wan.distributed import destroy_group, init_group
 from wan.job import ParallelContext
-from wan.model import Cancelled, WanModel
+from wan.model import WanModel
 
 # The two experts at different guidance (Wan's order: low-noise, high-noise).
 GUIDANCE = [2.0, 5.0]
@@ -59,7 +59,8 @@ def run_four(rank: int, world_size: int, port: int, payload: dict) -> None:
         with _shard_lengths(t2v) as lengths:
             frames = t2v.generate(uneven_input("t2v"))
         _save(out, "uneven_t2v", rank, frames, {"shard_tokens": sorted(set(lengths))})
-        _cancel(t2v, out, rank, world_size)
+        # The last rank (of the unconditional half) asks.
+        cancel_seen_by_one_rank(t2v, out, rank, "t2v-A14B", asking=world_size - 1)
         cached = _load(root, "t2v-A14B", ctx, speedups=TAYLORSEER)
         _save(out, "taylorseer", rank, cached.generate(tiny_input("t2v-A14B", sample_steps=8)), {})
         ctx.fsdp = True
@@ -105,19 +106,3 @@ def _text_seen(model: WanModel) -> Iterator[dict[str, list[float]]]:
     finally:
         for hook in hooks:
             hook.remove()
-
-
-def _cancel(model: WanModel, out: Path, rank: int, world_size: int) -> None:
-    steps: list[int] = []
-    decodes: list[int] = []
-    handle = model.components.vae.decoder.register_forward_pre_hook(lambda *_: decodes.append(1))
-    # Only the last rank (of the unconditional half) asks, after its second step.
-    should_cancel = (lambda: len(steps) >= 2) if rank == world_size - 1 else (lambda: False)
-    cancelled_at = None
-    try:
-        model.generate(tiny_input("t2v-A14B"), on_step=lambda s: steps.append(s.step), should_cancel=should_cancel)
-    except Cancelled as exc:
-        cancelled_at = exc.step
-    finally:
-        handle.remove()
-    _save(out, "cancel", rank, None, {"steps": steps, "cancelled_at": cancelled_at, "decodes": len(decodes)})

@@ -40,7 +40,7 @@ def run(rank: int, world_size: int, port: int, payload: dict) -> None:
         # Rank 1 is handed a different prompt and seed: rank 0's input must win on every rank.
         inp = tiny_input("ti2v-5B") if rank == 0 else replace(tiny_input("ti2v-5B", seed=999), prompt="other")
         _save(out, "ti2v", rank, ti2v.generate(inp), {})
-        _cancel(model, out, rank)
+        cancel_seen_by_one_rank(model, out, rank, "i2v-A14B", asking=1)
         _block_offload(root, out, rank, ctx)
         _taylorseer(root, out, rank, ctx)
         _parallel_decode(root, out, rank, ctx)
@@ -119,15 +119,16 @@ def _gather_unequal_shards(rank: int) -> torch.Tensor:
     return gather_unequal(shard, 1, dist.group.WORLD)
 
 
-def _cancel(model: WanModel, out: Path, rank: int) -> None:
+def cancel_seen_by_one_rank(model: WanModel, out: Path, rank: int, task: str, asking: int) -> None:
+    """Only rank `asking` asks to cancel (after its second step); the vote must stop every rank at
+    the same step, before any decode."""
     steps: list[int] = []
     decodes: list[int] = []
     handle = model.components.vae.decoder.register_forward_pre_hook(lambda *_: decodes.append(1))
-    # Only rank 1's token fires (after its second step); the vote must stop rank 0 at the same step.
-    should_cancel = (lambda: len(steps) >= 2) if rank == 1 else (lambda: False)
+    should_cancel = (lambda: len(steps) >= 2) if rank == asking else (lambda: False)
     cancelled_at = None
     try:
-        model.generate(tiny_input("i2v-A14B"), on_step=lambda s: steps.append(s.step), should_cancel=should_cancel)
+        model.generate(tiny_input(task), on_step=lambda s: steps.append(s.step), should_cancel=should_cancel)
     except Cancelled as exc:
         cancelled_at = exc.step
     finally:

@@ -19,7 +19,7 @@ import torch
 from tests.wan.support import tiny_input, tiny_preset
 from wan.blockoffload import BlockOffloader, block_tensors
 from wan.model import Cancelled, WanModel
-from wan.offload import check_offload
+from wan.offloadmode import check_offload
 
 
 @pytest.fixture(scope="module")

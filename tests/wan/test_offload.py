@@ -16,7 +16,8 @@ import pytest
 from tests.wan.support import run_cli, tiny_input, tiny_preset
 from wan.loader import scheduler_with_shift
 from wan.model import WanModel
-from wan.offload import DEVICE, HOST, check_offload
+from wan.offload import DEVICE, HOST
+from wan.offloadmode import check_offload
 
 
 @pytest.fixture(scope="module")
